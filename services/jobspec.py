@@ -1,0 +1,187 @@
+"""JobSpec: everything a user says about one training job.
+
+Submitted as JSON or YAML over REST (gateway/) or from the CLI. Every field is typed and unknown fields are
+rejected, so a typo ("windw_tokens") is an error with the field path instead of a silently ignored setting.
+Defaults are the embedded laptop defaults: CPU, tiny model, rules judge.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Algorithm = Literal[
+    "tppo", "ppo", "grpo", "rloo",                      # RL on verifier / judge rewards
+    "inpo", "comal", "nash_mp", "sppo", "ipo", "dpo",   # preference games (sample-based losses)
+    "gpo", "self_redteam",                              # two-role adversarial self-play
+]
+PREFERENCE_ALGORITHMS = frozenset({"inpo", "comal", "nash_mp", "sppo", "ipo", "dpo"})
+GROUP_ALGORITHMS = frozenset({"grpo", "rloo"})
+TWO_ROLE_ALGORITHMS = frozenset({"gpo", "self_redteam"})
+
+Environment = Literal[
+    "gtalign", "sokoban", "tetris", "blocksworld", "math", "redteam",
+    "tictactoe", "kuhn_poker", "matrix",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True)
+
+
+class ModelSpec(_Strict):
+    path: str = Field("tiny-qwen3", description="Local directory, a hub id, or a built-in test model "
+                                                "name ('tiny-qwen3', 'smollm2-135m').")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    max_model_len: int = Field(2048, ge=64)
+
+
+class TaskSpec(_Strict):
+    env: Environment
+    weight: float = Field(1.0, gt=0, description="Share of episodes drawn from this task.")
+    data_path: str | None = Field(None, description="Parquet/JSON file or directory for data-driven tasks.")
+    max_turns: int = Field(1, ge=1, le=256)
+    options: dict[str, Any] = Field(default_factory=dict, description="Environment-specific settings.")
+
+
+class JudgeSpec(_Strict):
+    backend: Literal["rules", "transformers", "sglang", "openai"] = "rules"
+    model: str | None = Field(None, description="Judge model (default Qwen/Qwen3-32B for sglang).")
+    url: str | None = Field(None, description="Base URL of an OpenAI-compatible endpoint.")
+    api_key_env: str | None = Field(None, description="Name of the env var that holds the endpoint key.")
+    welfare: Literal["cobb_douglas", "linear", "nash_product", "user", "llm"] = "cobb_douglas"
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(3, ge=0, le=10)
+    replicas: int = Field(1, ge=1)
+    gpus_per_replica: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> JudgeSpec:
+        if self.backend == "openai" and not self.url:
+            raise ValueError("judge.backend 'openai' needs judge.url (the endpoint's base URL)")
+        if self.backend in ("transformers", "sglang") and not self.model:
+            self.model = "Qwen/Qwen3-32B" if self.backend == "sglang" else "tiny-qwen3"
+        return self
+
+
+class RolloutSpec(_Strict):
+    engine: Literal["transformers", "vllm"] = "transformers"
+    replicas: int = Field(1, ge=1, le=1024)
+    gpus_per_replica: float = Field(0.0, ge=0)
+    cpus_per_replica: float = Field(0.5, gt=0)
+    group_size: int = Field(4, ge=1, description="Samples per prompt / agents sharing a seed (GRPO, GRL).")
+    groups_per_step: int = Field(2, ge=1)
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_prompt_tokens: int = Field(1024, ge=16)
+    max_response_tokens: int = Field(256, ge=1, description="L_max: a response is finished for good here.")
+
+
+class LearnerSpec(_Strict):
+    workers: int = Field(1, ge=1)
+    gpus_per_worker: float = Field(0.0, ge=0)
+    cpus_per_worker: float = Field(1.0, gt=0)
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = "ddp"
+    batch_size: int = Field(8, ge=1, description="Trajectories per optimizer step.")
+    mini_batch_size: int = Field(8, ge=1)
+    steps: int = Field(100, ge=1)
+    learning_rate: float = Field(1e-5, gt=0)
+    critic_learning_rate: float = Field(1e-5, gt=0)
+    push_weights_every: int = Field(1, ge=1, description="Broadcast weights every K optimizer steps.")
+    checkpoint_every: int = Field(50, ge=1)
+
+    @model_validator(mode="after")
+    def _batches(self) -> LearnerSpec:
+        if self.mini_batch_size > self.batch_size:
+            raise ValueError(f"learner.mini_batch_size ({self.mini_batch_size}) is larger than "
+                             f"learner.batch_size ({self.batch_size})")
+        return self
+
+
+class AsyncSpec(_Strict):
+    """How far generation may run ahead of training (T-PPO windows, staleness bound)."""
+    mode: Literal["async", "sync"] = "async"
+    window_tokens: int = Field(64, ge=1, description="T-PPO window l: tokens generated per sequence per step.")
+    max_staleness: int = Field(4, ge=0, description="Drop trajectories whose oldest token lags the learner "
+                                                    "by more than this many policy versions.")
+    stale_policy: Literal["drop", "count"] = "drop"
+
+
+class Hyper(_Strict):
+    """Algorithm hyper-parameters; defaults follow spec §2.4 / §6.3 (clip-higher, γ=λ=1)."""
+    clip_ratio_low: float = Field(0.2, ge=0)
+    clip_ratio_high: float = Field(0.28, ge=0)
+    gamma: float = Field(1.0, ge=0, le=1)
+    lam: float = Field(1.0, ge=0, le=1)
+    critic_lam: float = Field(1.0, ge=0, le=1)
+    kl_coef: float = Field(0.0, ge=0)
+    entropy_coef: float = Field(0.0, ge=0)
+    beta: float = Field(0.1, gt=0, description="Regularisation of preference-game objectives.")
+    eta: float = Field(0.1, gt=0, description="Step size of mirror-descent style updates.")
+    ppo_epochs: int = Field(1, ge=1)
+    tis_cap: float = Field(2.0, gt=0, description="Truncated importance-sampling cap for stale tokens.")
+    group_filter_ratio: float = Field(1.0, gt=0, le=1, description="GRL: keep top groups by reward std.")
+
+
+class JobSpec(_Strict):
+    name: str = Field("job", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    algorithm: Algorithm = "tppo"
+    tasks: list[TaskSpec] = Field(default_factory=lambda: [TaskSpec(env="math")], min_length=1)
+    judge: JudgeSpec = Field(default_factory=JudgeSpec)
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+    learner: LearnerSpec = Field(default_factory=LearnerSpec)
+    asynchrony: AsyncSpec = Field(default_factory=AsyncSpec)
+    hyper: Hyper = Field(default_factory=Hyper)
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JobSpec:
+        r, a = self.rollout, self.asynchrony
+        if a.window_tokens > r.max_response_tokens:
+            raise ValueError(f"asynchrony.window_tokens ({a.window_tokens}) is larger than "
+                             f"rollout.max_response_tokens ({r.max_response_tokens})")
+        if r.max_prompt_tokens + r.max_response_tokens > self.model.max_model_len:
+            raise ValueError(f"rollout.max_prompt_tokens + rollout.max_response_tokens "
+                             f"({r.max_prompt_tokens + r.max_response_tokens}) exceeds "
+                             f"model.max_model_len ({self.model.max_model_len})")
+        if self.algorithm in GROUP_ALGORITHMS | PREFERENCE_ALGORITHMS and r.group_size < 2:
+            raise ValueError(f"algorithm '{self.algorithm}' compares samples of one prompt: "
+                             f"rollout.group_size must be at least 2")
+        if self.algorithm in TWO_ROLE_ALGORITHMS and not any(t.env == "redteam" for t in self.tasks):
+            raise ValueError(f"algorithm '{self.algorithm}' needs a two-role task (env 'redteam')")
+        return self
+
+    @classmethod
+    def from_text(cls, text: str) -> JobSpec:
+        """Parse JSON or YAML (JSON is YAML); raises JobSpecError with field paths."""
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise JobSpecError([{"loc": "", "msg": f"not valid YAML/JSON: {e}"}]) from None
+        if not isinstance(data, dict):
+            raise JobSpecError([{"loc": "", "msg": "a job spec must be a mapping of fields"}])
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            raise JobSpecError.from_validation(e) from None
+
+
+class JobSpecError(ValueError):
+    """A job spec that cannot run; `errors` holds [{'loc': 'rollout.window_tokens', 'msg': ...}]."""
+
+    def __init__(self, errors: list[dict[str, str]]):
+        self.errors = errors
+        super().__init__("; ".join(f"{e['loc'] or '<spec>'}: {e['msg']}" for e in errors))
+
+    @classmethod
+    def from_validation(cls, err: ValidationError) -> JobSpecError:
+        out = []
+        for e in err.errors():
+            loc = ".".join(str(p) for p in e["loc"])
+            msg = e["msg"].removeprefix("Value error, ")
+            if e["type"] == "extra_forbidden":
+                msg = "unknown field (check the spelling; see the JobSpec reference)"
+            out.append({"loc": loc, "msg": msg})
+        return cls(out)

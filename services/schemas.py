@@ -1,0 +1,153 @@
+"""Data contracts between rollout, judge and learner: Turn, Episode, Trajectory, WeightVersion.
+
+An Episode is the text-level record of one game (what a person reads); a Trajectory is the token-level
+training record the learner consumes. Per-token arrays all have the same length as `token_ids`, so the
+learner never has to guess which token a logprob, version or reward belongs to.
+"""
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Scalar = str | int | float | bool | None
+FinishReason = Literal["stop", "length", "window", "abort"]
+# stop: EOS inside the budget; length: reached L_max (finished for good);
+# window: T-PPO window ended, the sequence continues in a later segment; abort: generation was cancelled.
+NOT_GENERATED = -1  # version tag of tokens no policy produced (prompt, environment observations)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class _Contract(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Turn(_Contract):
+    role: str = Field(min_length=1)
+    content: str
+    token_start: int | None = Field(None, ge=0)
+    token_end: int | None = Field(None, ge=0)
+    version: int | None = Field(None, ge=NOT_GENERATED, description="Policy version that wrote it.")
+    reward: float = 0.0
+    info: dict[str, Scalar] = Field(default_factory=dict)
+
+
+class Episode(_Contract):
+    id: str = Field(default_factory=new_id)
+    job_id: str
+    env: str
+    seed: int
+    group_id: str = Field(description="Episodes sharing a seed/prompt (GRPO/GRL group).")
+    turns: list[Turn] = Field(default_factory=list)
+    rewards: dict[str, float] = Field(default_factory=dict, description="Total reward per role.")
+    done: bool = False
+    success: bool | None = None
+    data_source: str | None = None
+    ground_truth: str | None = None
+    info: dict[str, Scalar] = Field(default_factory=dict)
+    created_at: float = Field(default_factory=time.time)
+
+
+class Trajectory(_Contract):
+    id: str = Field(default_factory=new_id, min_length=1, max_length=64)
+    job_id: str = Field(min_length=1)
+    episode_id: str = Field(min_length=1)
+    group_id: str = Field(min_length=1)
+    segment: int = Field(0, ge=0, description="T-PPO window index of this sequence.")
+    role: str = Field("policy", min_length=1, description="Role this record trains (multi-role games).")
+    env: str = ""
+    data_source: str | None = None
+    token_ids: list[int]
+    logprobs: list[float]
+    versions: list[int]
+    loss_mask: list[int]
+    rewards: list[float]
+    role_ids: list[int] = Field(default_factory=list, description="Per-token index into `roles`; "
+                                                                  "empty means every token is role 0.")
+    roles: list[str] = Field(default_factory=lambda: ["policy"])
+    prompt_len: int = Field(0, ge=0)
+    finish_reason: FinishReason = "stop"
+    reward: float = 0.0
+    reward_info: dict[str, float] = Field(default_factory=dict)
+    meta: dict[str, Scalar] = Field(default_factory=dict)
+    created_at: float = Field(default_factory=time.time)
+
+    @model_validator(mode="after")
+    def _aligned(self) -> Trajectory:
+        n = len(self.token_ids)
+        if n == 0:
+            raise ValueError("trajectory has no tokens")
+        per_token = {"logprobs": self.logprobs, "versions": self.versions,
+                     "loss_mask": self.loss_mask, "rewards": self.rewards}
+        if self.role_ids:
+            per_token["role_ids"] = self.role_ids
+        for name, arr in per_token.items():
+            if len(arr) != n:
+                raise ValueError(f"{name} has {len(arr)} entries but token_ids has {n}")
+        if self.prompt_len > n:
+            raise ValueError(f"prompt_len {self.prompt_len} exceeds {n} tokens")
+        if any(m not in (0, 1) for m in self.loss_mask):
+            raise ValueError("loss_mask entries must be 0 or 1")
+        if min(self.versions) < NOT_GENERATED:
+            raise ValueError(f"versions must be >= {NOT_GENERATED}")
+        if self.role_ids and (min(self.role_ids) < 0 or max(self.role_ids) >= len(self.roles)):
+            raise ValueError(f"role_ids must index roles {self.roles}")
+        if not all(math.isfinite(x) for x in self.logprobs) or max(self.logprobs) > 1e-4:
+            raise ValueError("logprobs must be finite and <= 0")
+        if not all(math.isfinite(x) for x in self.rewards) or not math.isfinite(self.reward):
+            raise ValueError("rewards must be finite")
+        return self
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason in ("stop", "length")
+
+    @property
+    def num_generated(self) -> int:
+        return sum(1 for v in self.versions if v != NOT_GENERATED)
+
+    def oldest_version(self) -> int | None:
+        """Oldest policy version among generated tokens (what staleness is measured by)."""
+        gen = [v for v in self.versions if v != NOT_GENERATED]
+        return min(gen) if gen else None
+
+    def staleness(self, learner_version: int) -> int:
+        oldest = self.oldest_version()
+        return 0 if oldest is None else max(0, learner_version - oldest)
+
+
+class TensorMeta(_Contract):
+    name: str
+    shape: list[int]
+    dtype: str
+    nbytes: int = Field(ge=0)
+    bucket: int = Field(0, ge=0)
+
+
+class WeightVersion(_Contract):
+    """Manifest of one weight push: what the receiver must get before it switches to `version`."""
+    job_id: str
+    version: int = Field(ge=0)
+    step: int = Field(0, ge=0, description="Learner optimizer step that produced these weights.")
+    tensors: list[TensorMeta] = Field(default_factory=list)
+    num_buckets: int = Field(1, ge=1)
+    checksum: str | None = Field(None, description="Digest of the tensor bytes, checked by receivers.")
+    created_at: float = Field(default_factory=time.time)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+
+def describe(obj: Any) -> str:
+    """One-line human description used in logs and error messages."""
+    if isinstance(obj, Trajectory):
+        return (f"trajectory {obj.id} (job {obj.job_id}, {len(obj.token_ids)} tokens, "
+                f"{obj.finish_reason}, versions {obj.oldest_version()}..{max(obj.versions)})")
+    return repr(obj)
