@@ -9,15 +9,56 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, WithJsonSchema, model_validator
 
 Scalar = str | int | float | bool | None
 FinishReason = Literal["stop", "length", "window", "abort"]
 # stop: EOS inside the budget; length: reached L_max (finished for good);
 # window: T-PPO window ended, the sequence continues in a later segment; abort: generation was cancelled.
 NOT_GENERATED = -1  # version tag of tokens no policy produced (prompt, environment observations)
+
+
+def _array(dtype: str, json_type: str):
+    """A per-token numpy array field: accepts lists or arrays, serialises to a list in JSON.
+
+    numpy (not lists) because trajectories are long: validation, (de)serialisation and the learner's
+    torch.from_numpy are all vectorised instead of a Python loop per token. The in-memory dtypes equal
+    the wire dtypes (services/codec.py), so decoding converts nothing.
+    """
+    target = np.dtype(dtype)
+
+    def validate(v: Any) -> np.ndarray:
+        arr = v if isinstance(v, np.ndarray) else np.asarray(v)
+        if arr.dtype == target:
+            if arr.ndim != 1:
+                raise ValueError(f"expected a flat list, got shape {arr.shape}")
+            return arr
+        if arr.ndim != 1:
+            raise ValueError(f"expected a flat list, got shape {arr.shape}")
+        if arr.size == 0:
+            return arr.astype(target)
+        if target.kind in "iu":
+            if arr.dtype.kind not in "iub":
+                raise ValueError(f"expected integers, got {arr.dtype}")
+            info = np.iinfo(target)
+            if arr.min() < info.min or arr.max() > info.max:
+                raise ValueError(f"values outside [{info.min}, {info.max}]")
+        elif arr.dtype.kind not in "iufb":
+            raise ValueError(f"expected numbers, got {arr.dtype}")
+        return arr.astype(target)
+
+    return Annotated[np.ndarray, PlainValidator(validate),
+                     PlainSerializer(lambda a: a.tolist(), when_used="json"),
+                     WithJsonSchema({"type": "array", "items": {"type": json_type}})]
+
+
+IntArray = _array("<i4", "integer")     # token ids, versions
+ByteArray = _array("|u1", "integer")    # loss mask, role ids
+FloatArray = _array("<f4", "number")    # logprobs, rewards
+PER_TOKEN = ("token_ids", "logprobs", "versions", "loss_mask", "rewards", "role_ids")
 
 
 def new_id() -> str:
@@ -63,13 +104,13 @@ class Trajectory(_Contract):
     role: str = Field("policy", min_length=1, description="Role this record trains (multi-role games).")
     env: str = ""
     data_source: str | None = None
-    token_ids: list[int]
-    logprobs: list[float]
-    versions: list[int]
-    loss_mask: list[int]
-    rewards: list[float]
-    role_ids: list[int] = Field(default_factory=list, description="Per-token index into `roles`; "
-                                                                  "empty means every token is role 0.")
+    token_ids: IntArray
+    logprobs: FloatArray
+    versions: IntArray
+    loss_mask: ByteArray
+    rewards: FloatArray
+    role_ids: ByteArray = Field(default_factory=lambda: np.zeros(0, np.uint8),
+                               description="Per-token index into `roles`; empty means all role 0.")
     roles: list[str] = Field(default_factory=lambda: ["policy"])
     prompt_len: int = Field(0, ge=0)
     finish_reason: FinishReason = "stop"
@@ -78,6 +119,8 @@ class Trajectory(_Contract):
     meta: dict[str, Scalar] = Field(default_factory=dict)
     created_at: float = Field(default_factory=time.time)
 
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, validate_assignment=True)
+
     @model_validator(mode="after")
     def _aligned(self) -> Trajectory:
         n = len(self.token_ids)
@@ -85,24 +128,31 @@ class Trajectory(_Contract):
             raise ValueError("trajectory has no tokens")
         per_token = {"logprobs": self.logprobs, "versions": self.versions,
                      "loss_mask": self.loss_mask, "rewards": self.rewards}
-        if self.role_ids:
+        if len(self.role_ids):
             per_token["role_ids"] = self.role_ids
         for name, arr in per_token.items():
             if len(arr) != n:
                 raise ValueError(f"{name} has {len(arr)} entries but token_ids has {n}")
         if self.prompt_len > n:
             raise ValueError(f"prompt_len {self.prompt_len} exceeds {n} tokens")
-        if any(m not in (0, 1) for m in self.loss_mask):
+        if self.loss_mask.max() > 1:
             raise ValueError("loss_mask entries must be 0 or 1")
-        if min(self.versions) < NOT_GENERATED:
+        if self.versions.min() < NOT_GENERATED:
             raise ValueError(f"versions must be >= {NOT_GENERATED}")
-        if self.role_ids and (min(self.role_ids) < 0 or max(self.role_ids) >= len(self.roles)):
+        if len(self.role_ids) and self.role_ids.max() >= len(self.roles):
             raise ValueError(f"role_ids must index roles {self.roles}")
-        if not all(math.isfinite(x) for x in self.logprobs) or max(self.logprobs) > 1e-4:
+        if not self.logprobs.max() <= 1e-4 or not np.isfinite(self.logprobs.min()):  # NaN fails both
             raise ValueError("logprobs must be finite and <= 0")
-        if not all(math.isfinite(x) for x in self.rewards) or not math.isfinite(self.reward):
+        if not np.isfinite(self.rewards.sum(dtype=np.float64)) or not math.isfinite(self.reward):
             raise ValueError("rewards must be finite")
         return self
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Trajectory):
+            return NotImplemented
+        a, b = self.__dict__, other.__dict__
+        return a.keys() == b.keys() and all(
+            np.array_equal(a[k], b[k]) if k in PER_TOKEN else a[k] == b[k] for k in a)
 
     @property
     def finished(self) -> bool:
@@ -110,12 +160,12 @@ class Trajectory(_Contract):
 
     @property
     def num_generated(self) -> int:
-        return sum(1 for v in self.versions if v != NOT_GENERATED)
+        return int((self.versions != NOT_GENERATED).sum())
 
     def oldest_version(self) -> int | None:
         """Oldest policy version among generated tokens (what staleness is measured by)."""
-        gen = [v for v in self.versions if v != NOT_GENERATED]
-        return min(gen) if gen else None
+        gen = self.versions[self.versions != NOT_GENERATED]
+        return int(gen.min()) if gen.size else None
 
     def staleness(self, learner_version: int) -> int:
         oldest = self.oldest_version()
@@ -149,5 +199,5 @@ def describe(obj: Any) -> str:
     """One-line human description used in logs and error messages."""
     if isinstance(obj, Trajectory):
         return (f"trajectory {obj.id} (job {obj.job_id}, {len(obj.token_ids)} tokens, "
-                f"{obj.finish_reason}, versions {obj.oldest_version()}..{max(obj.versions)})")
+                f"{obj.finish_reason}, versions {obj.oldest_version()}..{int(obj.versions.max())})")
     return repr(obj)

