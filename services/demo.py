@@ -5,12 +5,12 @@ that sample real completions from a real model on disk (transformers) with per-t
 version tags, scored by a rules check → the job's trajectory stream → a Ray learner actor reading through
 the consumer group and acking → a check that every trajectory was delivered exactly once; then a
 preference-game solver run from games/. Nothing here is simulated; the learner does not train yet.
+Options: --model tiny-qwen3 for the tiny random model (faster), --prompts, --group-size.
 """
 from __future__ import annotations
 
 import argparse
 import random
-import re
 import sys
 import time
 
@@ -29,9 +29,11 @@ def _arith_prompts(n: int, seed: int) -> list[tuple[str, int]]:
     return out
 
 
-def _boxed_correct(text: str, answer: int) -> float:
-    m = re.findall(r"\\boxed\{\s*(-?\d+)\s*\}", text)
-    return 1.0 if m and int(m[-1]) == answer else 0.0
+def _score(text: str, answer: int) -> float:
+    """Rules judge: the boxed answer (or, failing that, the last number) checked by games.math_answer."""
+    from games.math_answer import answers_match, last_boxed, last_number
+
+    return 1.0 if answers_match(last_boxed(text) or last_number(text), str(answer)) else 0.0
 
 
 def _rollout_actor(ray):
@@ -71,7 +73,7 @@ def _rollout_actor(ray):
                     tokens, lp = tokens[:stop], logp[row, :stop].tolist()
                     n_tokens += len(tokens)
                     text = tok.decode(tokens, skip_special_tokens=True)
-                    reward = _boxed_correct(text, answer)
+                    reward = _score(text, answer)
                     p = ids[0].tolist()
                     trajs.append(Trajectory(
                         job_id=self.job_id, episode_id=new_id(), group_id=group, env="math",
@@ -113,18 +115,19 @@ def _learner_actor(ray):
     return QueueReader
 
 
-def _solver_demo() -> str:
-    try:
-        from games import dynamics  # games/ lands with its own issue; the demo shows it when present
-    except ImportError:
-        return "games/ solvers not installed yet"
-    runner = getattr(dynamics, "demo_summary", None)
-    return runner() if runner else "games.dynamics present (no demo_summary)"
+def _solver_demo(iters: int = 2000) -> str:
+    """COMAL (INPO inside) on the 3-action preference game of spec §3.4: last iterate → [4/11, 3/11, 4/11]."""
+    from games import dynamics
+
+    traj = dynamics.run(dynamics.make_rule("comal"), dynamics.COMAL_P, dynamics.COMAL_PI0, iters)
+    pi = ", ".join(f"{p:.4f}" for p in traj.final)
+    return (f"COMAL on the spec §3.4 game, {iters} iterations: policy [{pi}] "
+            f"(Nash [0.3636, 0.2727, 0.3636]), exploitability {traj.exploitability[-1]:.2e}")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="payoff-demo", description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="tiny-qwen3", help="tiny-qwen3 (default), smollm2-135m, or a path")
+    p.add_argument("--model", default="smollm2-135m", help="smollm2-135m (default), tiny-qwen3, or a path")
     p.add_argument("--prompts", type=int, default=8)
     p.add_argument("--group-size", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, default=32)

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services import metrics
 from services.codec import CodecError, decode, encode
+from services.jobspec import JobSpec
 from services.schemas import Trajectory
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,13 @@ class QueueConfig(BaseModel):
     max_staleness: int | None = Field(None, ge=0, description="Version lag bound; None disables.")
     stale_policy: Literal["drop", "count"] = "drop"
     stale_keep: int = Field(10_000, ge=0, description="Dropped-stale entries kept for inspection.")
+
+
+    @classmethod
+    def for_job(cls, spec: JobSpec, **overrides) -> QueueConfig:
+        """The queue settings a JobSpec implies (its staleness bound and policy)."""
+        a = spec.asynchrony
+        return cls(max_staleness=a.max_staleness, stale_policy=a.stale_policy, **overrides)
 
 
 class QueueFull(RuntimeError):

@@ -158,6 +158,37 @@ def test_undecodable_entry_is_dead_lettered_not_raised(redis_client, job_id):
     assert "undecodable" in q.dead_letters()[0]["reason"]
 
 
+def test_unknown_schema_version_is_dead_lettered_with_the_reason(redis_client, job_id):
+    import msgpack
+
+    from services.codec import encode
+    q = TrajectoryQueue(redis_client, job_id)
+    future = msgpack.unpackb(encode(make_trajectory(job_id)))
+    future["_v"] = 99
+    redis_client.xadd(q.stream, {"t": "future", "d": msgpack.packb(future, use_bin_type=True)})
+    b = q.get("l", 5, block_ms=50)
+    assert len(b) == 0 and b.dead == 1
+    assert "schema version 99" in q.dead_letters()[0]["reason"]
+
+
+def test_queue_settings_follow_the_job_spec(redis_client, job_id):
+    from services.jobspec import JobSpec
+    cfg = QueueConfig.for_job(JobSpec.from_text("asynchrony: {max_staleness: 1, stale_policy: count}"))
+    assert (cfg.max_staleness, cfg.stale_policy) == (1, "count")
+
+
+def test_metrics_expose_depth_and_counters(redis_client, job_id):
+    from services import metrics
+    q = TrajectoryQueue(redis_client, job_id)
+    q.put_many([make_trajectory(job_id) for _ in range(3)])
+    q.ack(q.get("l", 1))
+    q.stats()
+    text = metrics.render().decode()
+    assert f'payoff_queue_depth{{job="{job_id}"}} 2.0' in text
+    assert f'payoff_queue_acked_total{{job="{job_id}"}} 1.0' in text
+    assert f'payoff_queue_put_total{{job="{job_id}"}} 3.0' in text
+
+
 @pytest.mark.parametrize("policy", ["drop", "count"])
 def test_staleness_bound(redis_client, job_id, policy):
     q = TrajectoryQueue(redis_client, job_id, QueueConfig(max_staleness=2, stale_policy=policy))

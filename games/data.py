@@ -1,0 +1,85 @@
+"""Data loading: where the shared data sets live, and the GTAlign parquet loader (spec §1.6).
+
+The data directory is `$PAYOFF_SHARED_DATA`, else `<repo>/../shared/data`. Loaders accept any path with
+the same schema, so full train splits work too. pyarrow is imported lazily (only the loaders need it).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+GTALIGN_SETS = ("math-hard", "ambig_qa", "wildguard", "advbench")
+
+
+def shared_data_dir() -> Path:
+    env = os.environ.get("PAYOFF_SHARED_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@dataclass(frozen=True)
+class GTAlignRecord:
+    """One GTAlign prompt row (verl RL layout)."""
+
+    messages: list[dict[str, str]]  # system + user, the user turn already holds the four-block instruction
+    data_source: str  # routes to the judge's rubric: math-hard, ambig_qa, wildguard, advbench, ...
+    ground_truth: str
+    question: str  # extra_info.single_turn_prompt: the bare question, for judges and math checkers
+    index: int = 0
+    ability: str = ""
+    style: str = ""
+    extra_info: dict[str, Any] = field(default_factory=dict)
+    conv_id: str = ""
+
+    @property
+    def user_prompt(self) -> str:
+        return next((m["content"] for m in reversed(self.messages) if m["role"] == "user"), "")
+
+    @property
+    def system_prompt(self) -> str:
+        return next((m["content"] for m in self.messages if m["role"] == "system"), "")
+
+
+def gtalign_path(name_or_path: str | Path) -> Path:
+    """A set name from GTALIGN_SETS maps to `<data>/gtalign/<name>.test.parquet`; anything else is a path."""
+    if str(name_or_path) in GTALIGN_SETS:
+        return shared_data_dir() / "gtalign" / f"{name_or_path}.test.parquet"
+    return Path(name_or_path)
+
+
+def load_gtalign(name_or_path: str | Path, limit: int | None = None) -> list[GTAlignRecord]:
+    """Read a GTAlign parquet file into records, in file order."""
+    import pyarrow.parquet as pq
+
+    path = gtalign_path(name_or_path)
+    if not path.exists():
+        raise FileNotFoundError(f"GTAlign data not found: {path} (set PAYOFF_SHARED_DATA or pass a path)")
+    table = pq.read_table(path)
+    missing = {"prompt", "data_source", "reward_model"} - set(table.column_names)
+    if missing:
+        raise ValueError(f"{path}: not a GTAlign/verl parquet, missing columns {sorted(missing)}")
+    rows = table.slice(0, limit).to_pylist() if limit is not None else table.to_pylist()
+    records = []
+    for i, row in enumerate(rows):
+        extra = row.get("extra_info") or {}
+        reward_model = row.get("reward_model") or {}
+        messages = [{"role": m["role"], "content": m["content"]} for m in row["prompt"]]
+        question = extra.get("single_turn_prompt") or ""
+        records.append(
+            GTAlignRecord(
+                messages=messages,
+                data_source=str(row["data_source"]),
+                ground_truth=str(reward_model.get("ground_truth") or extra.get("ground_truth") or ""),
+                question=str(question),
+                index=int(extra.get("index", i) if extra.get("index") is not None else i),
+                ability=str(row.get("ability") or ""),
+                style=str(reward_model.get("style") or ""),
+                extra_info=dict(extra),
+                conv_id=str(row.get("conv_id", "")),
+            )
+        )
+    return records

@@ -1,0 +1,1 @@
+"""Tests of the games/ package (environments, solvers, dynamics, CLI)."""
