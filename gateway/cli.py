@@ -2,6 +2,7 @@
 
 Job commands (submit, jobs, status, logs, cancel, serve) arrive with the gateway; what exists today:
   payoff games ...     equilibrium solvers, preference-game dynamics, play a game in the terminal
+  payoff judge ...     score model outputs with a judge
   payoff models ...    build / locate the built-in test models (tiny-qwen3, smollm2-135m)
   payoff redis ...     run the project's redis-server in the foreground
   payoff demo          the largest real slice of the platform on this machine
@@ -13,6 +14,7 @@ import sys
 
 COMMANDS = {
     "games": ("games.cli", "main", "equilibrium solvers, preference-game dynamics, play a game"),
+    "judge": ("judge.cli", "main", "score model outputs with a judge (GTAlign, preference, safety)"),
     "models": ("services.models", "main", "build or locate the built-in test models"),
     "redis": ("services.redis_server", "main", "run the project's redis-server in the foreground"),
     "demo": ("services.demo", "main", "run the local demo slice"),
