@@ -20,9 +20,10 @@ PREFERENCE_ALGORITHMS = frozenset({"inpo", "comal", "nash_mp", "sppo", "ipo", "d
 GROUP_ALGORITHMS = frozenset({"grpo", "rloo"})
 TWO_ROLE_ALGORITHMS = frozenset({"gpo", "self_redteam"})
 
+# the names of games/registry.py (a test keeps the two lists equal)
 Environment = Literal[
-    "gtalign", "sokoban", "tetris", "blocksworld", "math", "redteam",
-    "tictactoe", "kuhn_poker", "matrix",
+    "sokoban", "sokoban-large", "tetris", "tetris-2-3", "tetris-2-4", "blocksworld", "blocksworld-1d",
+    "blocksworld-2d", "math", "gtalign", "redteam", "tictactoe", "kuhn", "preference",
 ]
 
 

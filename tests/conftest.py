@@ -54,3 +54,16 @@ def tiny_model_path():
     from services.models import build_tiny_qwen3
 
     return str(build_tiny_qwen3())
+
+
+@pytest.fixture(scope="session")
+def serve_url(ray_session):
+    """Ray Serve on the shared Ray instance with its HTTP proxy on a free loopback port."""
+    from ray import serve
+
+    from services.redis_server import free_port
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()

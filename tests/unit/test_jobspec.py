@@ -60,3 +60,11 @@ def test_two_role_algorithm_with_redteam_task_is_valid():
 def test_judge_backends_get_default_models():
     assert JobSpec.from_text("judge: {backend: sglang}").judge.model == "Qwen/Qwen3-32B"
     assert JobSpec.from_text("judge: {backend: transformers}").judge.model == "tiny-qwen3"
+
+
+def test_job_environments_are_exactly_the_game_registry():
+    from typing import get_args
+
+    from games.registry import ENVS
+    from services.jobspec import Environment
+    assert set(get_args(Environment)) == set(ENVS)

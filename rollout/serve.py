@@ -1,0 +1,191 @@
+"""Ray Serve deployment of rollout replicas: OpenAI-compatible chat, native token generation, episodes.
+
+Each replica owns one engine and, when it belongs to a job, a WeightReceiver that applies the learner's
+pushes between decode steps. A failed sync makes `check_health` fail, so Serve takes the replica out of
+rotation and replaces it (the new one registers and is re-synced by the next push).
+Concurrent requests are batched into one engine call (`serve.batch`).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from typing import Any, Literal
+
+from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+
+from rollout.engine import GenOutput, GenRequest, SamplingParams, UpdateMode
+
+log = logging.getLogger(__name__)
+
+
+class RolloutConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = "tiny-qwen3"
+    engine: Literal["transformers", "vllm"] = "transformers"
+    engine_options: dict[str, Any] = Field(default_factory=dict)
+    replicas: int = Field(1, ge=1)
+    cpus_per_replica: float = Field(0.5, gt=0)
+    gpus_per_replica: float = Field(0.0, ge=0)
+    max_batch_size: int = Field(16, ge=1)
+    batch_wait_s: float = Field(0.005, ge=0)
+    job_id: str | None = Field(None, description="Join this job's weight pushes and trajectory queue.")
+    redis_url: str | None = None
+    update_mode: UpdateMode = "keep"
+
+
+# ---------------------------------------------------------------- OpenAI-compatible schema (subset)
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+
+
+class ChatRequest(BaseModel):
+    model: str | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1, le=32768)
+    max_completion_tokens: int | None = Field(None, ge=1, le=32768)
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: int | None = None
+    logprobs: bool = False
+    n: int = Field(1, ge=1, le=16)
+    stream: bool = False
+
+
+class EpisodeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    env: str
+    seed: int = 0
+    group_size: int = Field(1, ge=1, le=64)
+    max_turns: int = Field(4, ge=1, le=64)
+    sampling: SamplingParams = Field(default_factory=SamplingParams)
+    enqueue: bool = Field(False, description="Also write the trajectories to the job's Redis stream.")
+
+
+api = FastAPI(title="payoff rollout replica")
+
+
+@serve.deployment(health_check_period_s=2, health_check_timeout_s=30, graceful_shutdown_timeout_s=10)
+@serve.ingress(api)
+class RolloutReplica:
+    def __init__(self, config: dict):
+        from rollout.engine import make_engine
+
+        self.cfg = RolloutConfig.model_validate(config)
+        opts = dict(self.cfg.engine_options)
+        if self.cfg.engine == "transformers" and self.cfg.gpus_per_replica == 0:
+            opts.setdefault("threads", max(1, int(self.cfg.cpus_per_replica)))
+        self.engine = make_engine(self.cfg.engine, self.cfg.model, **opts)
+        ctx = serve.get_replica_context()
+        rid = getattr(getattr(ctx, "replica_id", None), "unique_id", None) or uuid.uuid4().hex[:8]
+        self.replica_id = f"{ctx.deployment}-{rid}"
+        self.receiver = self.queue = None
+        if self.cfg.job_id and self.cfg.redis_url:
+            from services.config import redis_client
+            from services.queue import TrajectoryQueue
+            from services.weight_sync import WeightReceiver
+
+            client = redis_client(self.cfg.redis_url)
+            self.queue = TrajectoryQueue(client, self.cfg.job_id)
+            device = getattr(self.engine, "device", "cpu")
+            self.receiver = WeightReceiver(
+                client, self.cfg.job_id, self.replica_id, device=device, version=self.engine.version,
+                apply=lambda named, v: self.engine.load_weights(named, v, self.cfg.update_mode)).start()
+        self._generate_batch.set_max_batch_size(self.cfg.max_batch_size)
+        self._generate_batch.set_batch_wait_timeout_s(self.cfg.batch_wait_s)
+
+    # ------------------------------------------------------------------ batching
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def _generate_batch(self, requests: list[GenRequest]) -> list[GenOutput]:
+        return await asyncio.to_thread(self.engine.generate, requests)
+
+    async def generate(self, request: GenRequest) -> GenOutput:
+        """Native token-level generation (DeploymentHandle callers)."""
+        return await self._generate_batch(request)
+
+    # ------------------------------------------------------------------ HTTP
+    @api.post("/v1/generate")
+    async def generate_http(self, request: GenRequest) -> GenOutput:
+        return await self.generate(request)
+
+    @api.post("/v1/chat/completions")
+    async def chat_completions(self, req: ChatRequest) -> dict:
+        if req.stream:
+            raise HTTPException(400, "stream=true is not supported by this endpoint yet")
+        try:
+            prompt = self.engine.chat_prompt_ids([m.model_dump() for m in req.messages])
+        except Exception as e:
+            raise HTTPException(400, f"cannot apply the chat template: {e}") from None
+        max_tokens = req.max_completion_tokens or req.max_tokens or 256
+        params = [SamplingParams(max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
+                                 seed=None if req.seed is None else req.seed + i) for i in range(req.n)]
+        outs = await asyncio.gather(*[self.generate(GenRequest(prompt_ids=prompt, params=p)) for p in params])
+        tok = self.engine.tokenizer
+        choices = []
+        for i, o in enumerate(outs):
+            choice = {"index": i, "finish_reason": o.finish_reason if o.finish_reason != "abort" else "stop",
+                      "message": {"role": "assistant", "content": tok.decode(o.token_ids, skip_special_tokens=True)}}
+            if req.logprobs:
+                choice["logprobs"] = {"content": [{"token": tok.decode([t]), "logprob": lp}
+                                                  for t, lp in zip(o.token_ids, o.logprobs)]}
+            choices.append(choice)
+        completion = sum(len(o.token_ids) for o in outs)
+        return {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion",
+                "created": int(time.time()), "model": req.model or self.cfg.model, "choices": choices,
+                "usage": {"prompt_tokens": len(prompt), "completion_tokens": completion,
+                          "total_tokens": len(prompt) * req.n + completion},
+                "policy_versions": [sorted(set(o.versions)) for o in outs]}
+
+    @api.post("/v1/episodes")
+    async def episodes(self, req: EpisodeRequest) -> dict:
+        from games.registry import ENVS, make_env
+        from rollout.episodes import EpisodeRunner
+
+        if req.env not in ENVS:
+            raise HTTPException(422, f"unknown env {req.env!r}; choose from {', '.join(ENVS)}")
+        if req.enqueue and self.queue is None:
+            raise HTTPException(409, "this replica belongs to no job: enqueue needs job_id and redis_url")
+        runner = EpisodeRunner(self.engine, lambda: make_env(req.env), self.cfg.job_id or "adhoc", req.env,
+                               req.sampling, max_turns=req.max_turns)
+        eps, trajs = await asyncio.to_thread(runner.run_group, req.seed, req.group_size)
+        ids = await asyncio.to_thread(self.queue.put_many, trajs) if req.enqueue else []
+        return {"episodes": [e.model_dump(mode="json") for e in eps],
+                "trajectories": [{"id": t.id, "role": t.role, "tokens": len(t.token_ids),
+                                  "generated": t.num_generated, "reward": t.reward,
+                                  "versions": sorted(set(t.versions.tolist()) - {-1})} for t in trajs],
+                "enqueued": [i for i in ids if i]}
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict:
+        return {"ok": self.receiver is None or self.receiver.healthy, "replica": self.replica_id,
+                "version": self.engine.version, "engine": self.engine.name, "pid": os.getpid()}
+
+    @api.get("/v1/version")
+    async def version(self) -> dict:
+        return {"version": self.engine.version, "replica": self.replica_id}
+
+    def check_health(self) -> None:
+        if self.receiver is not None and not self.receiver.healthy:
+            raise RuntimeError(f"weight sync failed: {self.receiver.last_error}")
+
+    def __del__(self):
+        for part in (getattr(self, "receiver", None), getattr(self, "engine", None)):
+            try:
+                if part is not None:
+                    part.stop() if hasattr(part, "stop") else part.close()
+            except Exception:  # shutting down: never raise from a finaliser
+                pass
+
+
+def build_app(config: RolloutConfig):
+    """The Serve application for N replicas with the configured resources."""
+    return RolloutReplica.options(
+        num_replicas=config.replicas,
+        ray_actor_options={"num_cpus": config.cpus_per_replica, "num_gpus": config.gpus_per_replica},
+        max_ongoing_requests=max(32, 2 * config.max_batch_size),
+    ).bind(config.model_dump())
