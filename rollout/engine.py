@@ -98,7 +98,7 @@ def check_update(manifest: dict[str, tuple[tuple[int, ...], str]],
         shape, dtype = manifest[name]
         if tuple(t.shape) != tuple(shape):
             problems.append(f"{name}: shape {tuple(t.shape)} != {tuple(shape)}")
-        elif str(t.dtype).removeprefix("torch.") != dtype:
+        elif dtype != "any" and str(t.dtype).removeprefix("torch.") != dtype:
             problems.append(f"{name}: dtype {t.dtype} != {dtype}")
     if problems:
         shown = "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "")
