@@ -68,9 +68,14 @@ def plan_buckets(named: Named, bucket_bytes: int) -> list[TensorMeta]:
     return metas
 
 
-def pack(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """Concatenate tensors of any dtype into one flat byte buffer (one collective per bucket)."""
-    return torch.cat([t.detach().contiguous().reshape(-1).view(torch.uint8) for t in tensors])
+def pack(tensors: list[torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
+    """Concatenate tensors of any dtype into one flat byte buffer (one collective per bucket); `out`
+    reuses a buffer from the previous push (fresh pages cost more than the copy itself)."""
+    parts = [t.detach().contiguous().reshape(-1).view(torch.uint8) for t in tensors]
+    n = sum(p.numel() for p in parts)
+    if out is None or out.numel() != n or out.device != parts[0].device:
+        return torch.cat(parts)
+    return torch.cat(parts, out=out)
 
 
 def unpack(buf: torch.Tensor, metas: list[TensorMeta]) -> Named:
@@ -122,6 +127,7 @@ class WeightSender:
     def __init__(self, client: redis.Redis, job_id: str, config: WeightSyncConfig | None = None):
         self.r, self.job_id, self.cfg = client, job_id, config or WeightSyncConfig()
         self.replicas_key, self.stream = keys(job_id)
+        self._buffers: list[torch.Tensor] = []  # packed buckets, reused push after push
 
     def live_replicas(self) -> dict[str, dict]:
         now, out = time.time(), {}
@@ -142,7 +148,10 @@ class WeightSender:
         backend = resolve_backend(self.cfg.backend, device)
         metas = plan_buckets(named, int(self.cfg.bucket_mb * 2**20))
         n_buckets = metas[-1].bucket + 1
-        buckets = [pack([t for (_, t), m in zip(named, metas) if m.bucket == b]) for b in range(n_buckets)]
+        old = self._buffers + [None] * max(0, n_buckets - len(self._buffers))
+        buckets = [pack([t for (_, t), m in zip(named, metas) if m.bucket == b], old[b])
+                   for b in range(n_buckets)]
+        self._buffers = buckets
         manifest = WeightVersion(job_id=self.job_id, version=version, step=step, tensors=metas,
                                  num_buckets=n_buckets, checksum=",".join(digest(b) for b in buckets))
         timeout = datetime.timedelta(seconds=self.cfg.timeout_s)
@@ -199,6 +208,7 @@ class WeightReceiver:
         self.last_error: str | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._buffers: dict[int, torch.Tensor] = {}  # receive buffers by bucket size, reused
 
     @property
     def healthy(self) -> bool:
@@ -255,6 +265,7 @@ class WeightReceiver:
         try:
             named = self.receive(manifest, fields[b"host"].decode(), port, fields[b"backend"].decode())
             self.apply(named, manifest.version)
+            self._recycle()
             self.version, self.status, self.last_error = manifest.version, "ok", None
         except Exception as e:
             self.status = f"failed v{manifest.version}: {type(e).__name__}: {e}"
@@ -266,12 +277,29 @@ class WeightReceiver:
         store = dist.TCPStore(host, port, 2, False, timeout=timeout)
         pg = _group(store, f"v{manifest.version}", 1, backend, self.cfg.timeout_s)
         digests = (manifest.checksum or "").split(",")
+        self._keep: list[torch.Tensor] = []
+        per_bucket = [[m for m in manifest.tensors if m.bucket == b] for b in range(manifest.num_buckets)]
+        bufs = [self._buffer(sum(m.nbytes for m in metas)) for metas in per_bucket]
+        # post every receive up front (gloo runs them in order on its own thread), then verify each
+        # bucket as it lands, overlapping the checksum with the next transfer
+        works = [pg.broadcast([buf]) for buf in bufs]
         named: Named = []
-        for b in range(manifest.num_buckets):
-            metas = [m for m in manifest.tensors if m.bucket == b]
-            buf = torch.empty(sum(m.nbytes for m in metas), dtype=torch.uint8, device=self.device)
-            _broadcast(pg, buf, self.cfg.timeout_s)
+        for b, (work, buf, metas) in enumerate(zip(works, bufs, per_bucket)):
+            if not work.wait(timeout):
+                raise WeightSyncError(f"bucket {b} of v{manifest.version} did not arrive in {timeout}")
             if digests[b:b + 1] and digests[b] and digest(buf) != digests[b]:
                 raise WeightSyncError(f"bucket {b} of v{manifest.version} failed its checksum")
             named += unpack(buf, metas)
         return named
+
+    def _buffer(self, size: int) -> torch.Tensor:
+        buf = self._buffers.pop(size, None)
+        if buf is None:
+            buf = torch.empty(size, dtype=torch.uint8, device=self.device)
+        self._keep.append(buf)
+        return buf
+
+    def _recycle(self) -> None:
+        """After apply() copied the weights out, keep the receive buffers for the next push."""
+        self._buffers = {b.numel(): b for b in getattr(self, "_keep", [])}
+        self._keep = []
