@@ -29,6 +29,7 @@ from services.codec import decode, encode
 from services.schemas import TensorMeta, WeightVersion
 
 Named = list[tuple[str, torch.Tensor]]
+TRAILER = "trailer-v1"  # checksums follow the data as an int64 (buckets, 2) tensor
 
 
 class WeightSyncConfig(BaseModel):
@@ -87,14 +88,15 @@ def unpack(buf: torch.Tensor, metas: list[TensorMeta]) -> Named:
     return out
 
 
-def digest(buf: torch.Tensor) -> str:
-    """Digest of one byte bucket, to catch corruption in transit (not tampering): CRC-32 on CPU
-    (~4 GB/s here, no copy); on GPU a Fletcher-style pair of exact int64 sums computed on the device."""
+def digest(buf: torch.Tensor) -> tuple[int, int]:
+    """Checksum of one byte bucket, to catch corruption in transit (not tampering): CRC-32 on CPU
+    (~4 GB/s here, no copy); on GPU a Fletcher-style pair of exact int64 sums computed on the device,
+    so the weights are never copied to the host for it."""
     if buf.device.type == "cpu":
-        return f"c{zlib.crc32(memoryview(buf.numpy())):08x}"
+        return zlib.crc32(memoryview(buf.numpy())), 0
     b = buf.to(torch.int64)
     pos = torch.arange(1, b.numel() + 1, device=b.device, dtype=torch.int64) % 65521
-    return f"f{int(b.sum())}/{int((b * pos).sum())}"
+    return int(b.sum()), int((b * pos).sum())
 
 
 def _group(store: dist.Store, tag: str, rank: int, backend: str, timeout_s: float):
@@ -105,12 +107,6 @@ def _group(store: dist.Store, tag: str, rank: int, backend: str, timeout_s: floa
         opts._timeout = timeout
         return dist.ProcessGroupNCCL(prefixed, rank, 2, opts)
     return dist.ProcessGroupGloo(prefixed, rank, 2, timeout)
-
-
-def _broadcast(pg, buf: torch.Tensor, timeout_s: float) -> None:
-    work = pg.broadcast([buf])
-    if not work.wait(datetime.timedelta(seconds=timeout_s)):
-        raise WeightSyncError(f"broadcast of {buf.numel()} bytes did not complete in {timeout_s}s")
 
 
 # ---------------------------------------------------------------- sender (learner rank 0)
@@ -148,32 +144,49 @@ class WeightSender:
         backend = resolve_backend(self.cfg.backend, device)
         metas = plan_buckets(named, int(self.cfg.bucket_mb * 2**20))
         n_buckets = metas[-1].bucket + 1
-        old = self._buffers + [None] * max(0, n_buckets - len(self._buffers))
-        buckets = [pack([t for (_, t), m in zip(named, metas) if m.bucket == b], old[b])
-                   for b in range(n_buckets)]
-        self._buffers = buckets
+        # checksums travel in a trailer after the data, so packing + checksumming bucket b+1 overlaps
+        # the transfer of bucket b
         manifest = WeightVersion(job_id=self.job_id, version=version, step=step, tensors=metas,
-                                 num_buckets=n_buckets, checksum=",".join(digest(b) for b in buckets))
+                                 num_buckets=n_buckets, checksum=TRAILER)
         timeout = datetime.timedelta(seconds=self.cfg.timeout_s)
         stores = {rid: dist.TCPStore(self.cfg.host, 0, 2, True, timeout=timeout, wait_for_workers=False)
                   for rid in targets}
         self.r.xadd(self.stream, {"manifest": encode(manifest), "backend": backend, "host": self.cfg.host,
                                   "ports": json.dumps({rid: s.port for rid, s in stores.items()})},
                     maxlen=100, approximate=True)
+        old = self._buffers + [None] * max(0, n_buckets + 1 - len(self._buffers))
+        buckets: list[torch.Tensor | None] = [None] * (n_buckets + 1)
+        ready = [threading.Event() for _ in range(n_buckets + 1)]
 
         def send(rid: str) -> str | None:
             try:
                 pg = _group(stores[rid], f"v{version}", 0, backend, self.cfg.timeout_s)
-                for buf in buckets:
-                    _broadcast(pg, buf, self.cfg.timeout_s)
+                works = []
+                for b in range(n_buckets + 1):  # the last "bucket" is the checksum trailer
+                    if not ready[b].wait(self.cfg.timeout_s):
+                        raise WeightSyncError(f"bucket {b} was not packed in time")
+                    works.append(pg.broadcast([buckets[b]]))
+                for b, work in enumerate(works):
+                    if not work.wait(timeout):
+                        raise WeightSyncError(f"bucket {b} was not delivered in {self.cfg.timeout_s}s")
                 return self._await_ack(rid, version)
             except Exception as e:  # a dead replica must not stop the others
                 return f"{type(e).__name__}: {e}"
 
         with ThreadPoolExecutor(max_workers=min(16, len(targets))) as pool:
-            for rid, err in zip(targets, pool.map(send, targets)):
+            futures = [pool.submit(send, rid) for rid in targets]
+            sums = torch.zeros((n_buckets, 2), dtype=torch.int64)
+            for b in range(n_buckets):
+                buckets[b] = pack([t for (_, t), m in zip(named, metas) if m.bucket == b], old[b])
+                ready[b].set()
+                sums[b] = torch.tensor(digest(buckets[b]))
+            buckets[n_buckets] = sums.to(device)
+            ready[n_buckets].set()
+            for rid, fut in zip(targets, futures):
+                err = fut.result()
                 (result.failed.__setitem__(rid, err) if err else result.ok.append(rid))
-        result.bytes = sum(b.numel() for b in buckets) * len(targets)
+        self._buffers = buckets[:n_buckets]
+        result.bytes = sum(b.numel() for b in buckets[:n_buckets]) * len(targets)
         result.seconds = time.perf_counter() - t0
         return result
 
@@ -276,21 +289,27 @@ class WeightReceiver:
         timeout = datetime.timedelta(seconds=self.cfg.timeout_s)
         store = dist.TCPStore(host, port, 2, False, timeout=timeout)
         pg = _group(store, f"v{manifest.version}", 1, backend, self.cfg.timeout_s)
-        digests = (manifest.checksum or "").split(",")
+        if manifest.checksum != TRAILER:
+            raise WeightSyncError(f"unsupported checksum scheme {manifest.checksum!r} (sender too new?)")
         self._keep: list[torch.Tensor] = []
         per_bucket = [[m for m in manifest.tensors if m.bucket == b] for b in range(manifest.num_buckets)]
         bufs = [self._buffer(sum(m.nbytes for m in metas)) for metas in per_bucket]
-        # post every receive up front (gloo runs them in order on its own thread), then verify each
-        # bucket as it lands, overlapping the checksum with the next transfer
-        works = [pg.broadcast([buf]) for buf in bufs]
-        named: Named = []
-        for b, (work, buf, metas) in enumerate(zip(works, bufs, per_bucket)):
+        trailer = torch.empty((manifest.num_buckets, 2), dtype=torch.int64, device=self.device)
+        # post every receive up front (gloo runs them in order on its own thread), then checksum each
+        # bucket as it lands, overlapping with the next transfer
+        works = [pg.broadcast([buf]) for buf in bufs + [trailer]]
+        sums = []
+        for b, (work, buf) in enumerate(zip(works, bufs)):
             if not work.wait(timeout):
                 raise WeightSyncError(f"bucket {b} of v{manifest.version} did not arrive in {timeout}")
-            if digests[b:b + 1] and digests[b] and digest(buf) != digests[b]:
-                raise WeightSyncError(f"bucket {b} of v{manifest.version} failed its checksum")
-            named += unpack(buf, metas)
-        return named
+            sums.append(digest(buf))
+        if not works[-1].wait(timeout):
+            raise WeightSyncError(f"checksums of v{manifest.version} did not arrive in {timeout}")
+        expected = [tuple(int(x) for x in row) for row in trailer.cpu().tolist()]
+        bad = [b for b, (got, want) in enumerate(zip(sums, expected)) if got != want]
+        if bad:
+            raise WeightSyncError(f"buckets {bad} of v{manifest.version} failed their checksum")
+        return [pair for buf, metas in zip(bufs, per_bucket) for pair in unpack(buf, metas)]
 
     def _buffer(self, size: int) -> torch.Tensor:
         buf = self._buffers.pop(size, None)
