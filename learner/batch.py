@@ -1,0 +1,83 @@
+"""Trajectories → padded tensors, and token log-probs of a batch under a model.
+
+Position t of every per-token tensor here describes token t+1 of the sequence (the token predicted from
+the prefix up to t), so loss masks, behaviour logprobs and rewards line up with `logits[:, :-1]`.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from services.schemas import Trajectory
+
+
+@dataclass
+class TrainBatch:
+    input_ids: torch.Tensor      # [B, T] right-padded
+    attention: torch.Tensor      # [B, T]
+    mask: torch.Tensor           # [B, T-1] 1 where the predicted token is trained on
+    behav_logp: torch.Tensor     # [B, T-1] engine logprobs of the predicted tokens
+    versions: torch.Tensor       # [B, T-1]
+    rewards: torch.Tensor        # [B, T-1] token rewards (sparse)
+    seq_reward: torch.Tensor     # [B]
+    finished: torch.Tensor       # [B] bool
+    groups: list[str] = field(default_factory=list)
+    roles: list[str] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def to(self, device) -> TrainBatch:
+        for name in ("input_ids", "attention", "mask", "behav_logp", "versions", "rewards", "seq_reward",
+                     "finished"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+
+def collate(trajs: list[Trajectory], pad_id: int) -> TrainBatch:
+    b, width = len(trajs), max(len(t.token_ids) for t in trajs)
+
+    def pad(field_name: str, value, dtype) -> np.ndarray:
+        out = np.full((b, width), value, dtype=dtype)
+        for i, t in enumerate(trajs):
+            arr = getattr(t, field_name)
+            out[i, :len(arr)] = arr
+        return out
+
+    ids = pad("token_ids", pad_id, np.int64)
+    att = np.zeros((b, width), dtype=np.int64)
+    for i, t in enumerate(trajs):
+        att[i, :len(t.token_ids)] = 1
+    return TrainBatch(
+        input_ids=torch.from_numpy(ids), attention=torch.from_numpy(att),
+        mask=torch.from_numpy(pad("loss_mask", 0, np.float32)[:, 1:]),
+        behav_logp=torch.from_numpy(pad("logprobs", 0.0, np.float32)[:, 1:]),
+        versions=torch.from_numpy(pad("versions", -1, np.int64)[:, 1:]),
+        rewards=torch.from_numpy(pad("rewards", 0.0, np.float32)[:, 1:]),
+        seq_reward=torch.tensor([t.reward for t in trajs], dtype=torch.float32),
+        finished=torch.tensor([t.finished for t in trajs]),
+        groups=[t.group_id for t in trajs], roles=[t.role for t in trajs], ids=[t.id for t in trajs])
+
+
+def token_logprobs(model: torch.nn.Module, batch: TrainBatch, with_logits: bool = False):
+    """log π(token_{t+1} | prefix_{≤t}) for every position, fp32 log-softmax."""
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention)
+    logits = out.logits[:, :-1].float()
+    logp = torch.gather(F.log_softmax(logits, -1), 2, batch.input_ids[:, 1:, None]).squeeze(-1)
+    return (logp, logits) if with_logits else logp
+
+
+def complete_groups(trajs: list[Trajectory], group_size: int) -> tuple[list[Trajectory], list[Trajectory]]:
+    """Split into (trajectories of groups with all `group_size` members, the rest) — GRPO and preference
+    losses compare the members of one group, so a group must not be split across optimizer steps."""
+    by: dict[str, list[Trajectory]] = defaultdict(list)
+    for t in trajs:
+        by[t.group_id].append(t)
+    done = [t for g in by.values() if len(g) >= group_size for t in g]
+    rest = [t for g in by.values() if len(g) < group_size for t in g]
+    return done, rest

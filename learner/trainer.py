@@ -1,0 +1,240 @@
+"""The learner loop, independent of how it is launched (Ray Train worker, or a plain process in tests).
+
+Per step: take a batch of complete groups from the job's stream (never blocking rollouts: they only wait
+when the queue is full), compute the algorithm's loss, step the optimizer(s), bump the policy version,
+push weights every K steps (rank 0), checkpoint every N steps and only then ack the entries trained since
+the previous checkpoint (exactly-once across crashes, see learner/checkpoint.py).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from learner import algorithms, checkpoint
+from learner.batch import collate, complete_groups
+from services.config import redis_client
+from services.jobspec import Algorithm, Hyper, JobSpec
+from services.queue import Batch, Item, QueueConfig, TrajectoryQueue
+from services.schemas import Trajectory
+from services.weight_sync import WeightSender, WeightSyncConfig
+
+log = logging.getLogger(__name__)
+
+
+class LearnerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    job_id: str
+    redis_url: str
+    model: str = "tiny-qwen3"
+    algorithm: Algorithm = "grpo"
+    hyper: Hyper = Field(default_factory=Hyper)
+    batch_size: int = Field(8, ge=1, description="Trajectories per optimizer step (whole groups).")
+    group_size: int = Field(1, ge=1)
+    learning_rate: float = 1e-5
+    critic_learning_rate: float = 1e-5
+    steps: int = Field(100, ge=1)
+    push_every: int = Field(1, ge=1)
+    checkpoint_every: int = Field(10, ge=1)
+    checkpoint_dir: str
+    ref_reset_every: int = Field(0, ge=0, description="COMAL: π_ref ← π every this many steps (0 = never).")
+    get_timeout_s: float = Field(600.0, gt=0, description="Fail the step if no batch arrives in this time.")
+    queue: QueueConfig = Field(default_factory=QueueConfig)
+    weight_sync: WeightSyncConfig = Field(default_factory=WeightSyncConfig)
+    push_weights: bool = True
+    seed: int = 0
+
+    @classmethod
+    def from_job(cls, spec: JobSpec, job_id: str, redis_url: str, checkpoint_dir: str, **kw) -> LearnerConfig:
+        ln = spec.learner
+        return cls(job_id=job_id, redis_url=redis_url, model=spec.model.path, algorithm=spec.algorithm,
+                   hyper=spec.hyper, batch_size=ln.batch_size, group_size=spec.rollout.group_size,
+                   learning_rate=ln.learning_rate, critic_learning_rate=ln.critic_learning_rate,
+                   steps=ln.steps, push_every=ln.push_weights_every, checkpoint_every=ln.checkpoint_every,
+                   checkpoint_dir=checkpoint_dir, queue=QueueConfig.for_job(spec), seed=spec.seed,
+                   ref_reset_every=6 if spec.algorithm == "comal" else 0, **kw)
+
+
+class LearnerError(RuntimeError):
+    pass
+
+
+class Learner:
+    def __init__(self, cfg: LearnerConfig, rank: int = 0, world_size: int = 1,
+                 wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None, device: str = "cpu"):
+        from services.models import load_model
+
+        torch.manual_seed(cfg.seed + rank)
+        self.cfg, self.rank, self.world = cfg, rank, world_size
+        self.device = torch.device(device)
+        base, self.tokenizer = load_model(cfg.model)
+        self.base = base.to(self.device).train()
+        self.policy = wrap(self.base) if wrap else self.base
+        self.opt = torch.optim.AdamW(self.policy.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
+        self.critic = self.critic_opt = self.ref = None
+        if algorithms.needs_critic(cfg.algorithm):
+            from learner.critic import Critic
+            from services.models import resolve_model
+            critic = Critic(resolve_model(cfg.model)).to(self.device)
+            self.critic = wrap(critic) if wrap else critic
+            self.critic_opt = torch.optim.AdamW(self.critic.parameters(), lr=cfg.critic_learning_rate)
+        if algorithms.needs_reference(cfg.algorithm, cfg.hyper):
+            self.ref = load_model(cfg.model)[0].to(self.device).eval().requires_grad_(False)
+        self.client = redis_client(cfg.redis_url)
+        self.queue = TrajectoryQueue(self.client, cfg.job_id, cfg.queue)
+        self.consumer = f"learner-{rank}"
+        self.sender = WeightSender(self.client, cfg.job_id, cfg.weight_sync) if rank == 0 else None
+        self.step_no, self.version = 0, 0
+        self.held: list[Item] = []          # delivered, not yet in a complete group
+        self.uncommitted: list[Item] = []   # trained, waiting for the next checkpoint to be acked
+        self.history: list[dict] = []
+        self.ckpt_root = Path(cfg.checkpoint_dir)
+
+    # ------------------------------------------------------------------ resume
+    def restore(self) -> bool:
+        """Resume from the latest checkpoint; ack what it committed; re-take our own unacked entries."""
+        last = checkpoint.latest(self.ckpt_root)
+        if last is not None:
+            from transformers import AutoModelForCausalLM
+            saved = AutoModelForCausalLM.from_pretrained(last / "policy", dtype=torch.float32)
+            self.base.load_state_dict(saved.state_dict())
+            checkpoint.load_extra(last, {"opt": self.opt, "critic": self.critic, "critic_opt": self.critic_opt})
+            st = checkpoint.state(last)
+            self.step_no, self.version = st["step"], st["version"]
+            self.queue.ack(st["entry_ids"])  # saved but maybe not acked before the crash: idempotent
+        self.held = self.queue.pending_of(self.consumer, learner_version=self.version).items
+        if self.rank == 0:
+            self.queue.set_learner_version(self.version)
+        log.info("learner %s: resumed at step %d (v%d) with %d re-delivered entries",
+                 self.consumer, self.step_no, self.version, len(self.held))
+        return last is not None
+
+    # ------------------------------------------------------------------ batches
+    def next_batch(self) -> list[Item]:
+        """At least `batch_size` trajectories made of complete groups; partial groups stay held."""
+        deadline = time.monotonic() + self.cfg.get_timeout_s
+        while True:
+            trajs = [i.trajectory for i in self.held]
+            done, _ = complete_groups(trajs, self.cfg.group_size)
+            if len(done) >= self.cfg.batch_size:
+                ids = {t.id for t in done[:self._whole_groups(done)]}
+                take = [i for i in self.held if i.trajectory.id in ids]
+                self.held = [i for i in self.held if i.trajectory.id not in ids]
+                return take
+            if time.monotonic() > deadline:
+                raise LearnerError(f"no full batch within {self.cfg.get_timeout_s}s "
+                                   f"(holding {len(self.held)}); are the rollout replicas running?")
+            got = self.queue.get(self.consumer, self.cfg.batch_size, block_ms=1000,
+                                 learner_version=self.version)
+            self.held += got.items
+            self._touch()
+
+    def _whole_groups(self, done: list[Trajectory]) -> int:
+        """How many of `done` (grouped in order) to take: whole groups, at least batch_size."""
+        n, seen = 0, {}
+        for t in done:
+            seen[t.group_id] = seen.get(t.group_id, 0) + 1
+        for g, k in seen.items():
+            if n >= self.cfg.batch_size:
+                break
+            n += k
+        return n
+
+    def _touch(self) -> None:
+        mine = self.held + self.uncommitted
+        if mine:
+            lost = set(self.queue.touch(Batch(self.consumer, mine)))
+            if lost:
+                log.warning("learner %s lost %d entries to another consumer", self.consumer, len(lost))
+                self.held = [i for i in self.held if i.entry_id not in lost]
+                self.uncommitted = [i for i in self.uncommitted if i.entry_id not in lost]
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self, items: list[Item]) -> dict[str, float]:
+        t0 = time.perf_counter()
+        trajs = [i.trajectory for i in items]
+        batch = collate(trajs, self.tokenizer.pad_token_id or 0).to(self.device)
+        self.opt.zero_grad(set_to_none=True)
+        if self.critic_opt:
+            self.critic_opt.zero_grad(set_to_none=True)
+        if algorithms.is_preference(self.cfg.algorithm):
+            loss, stats = algorithms.preference_loss(self.cfg.algorithm, self.policy, self.ref, batch,
+                                                     self.cfg.hyper)
+        else:
+            loss, stats = algorithms.policy_gradient_loss(self.cfg.algorithm, self.policy, batch,
+                                                          self.cfg.hyper, self.critic, self.ref)
+        if loss is not None:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), 1.0)
+            self.opt.step()
+            if self.critic_opt:
+                self.critic_opt.step()
+        self.step_no += 1
+        self.version += 1
+        self.uncommitted += items
+        stale = (batch.versions >= 0) & (batch.mask > 0)
+        stats.update(step=self.step_no, version=self.version, samples=len(items),
+                     reward_mean=float(batch.seq_reward.mean()),
+                     staleness=float((self.version - 1 - batch.versions[stale]).float().mean()) if stale.any() else 0.0,
+                     step_s=time.perf_counter() - t0)
+        if self.ref is not None and self.cfg.ref_reset_every and self.step_no % self.cfg.ref_reset_every == 0:
+            self.ref.load_state_dict(self.base.state_dict())  # COMAL: move the magnet
+        if self.rank == 0:
+            if self.step_no % self.cfg.push_every == 0:
+                stats.update(self.push())
+            self.queue.set_learner_version(self.version)
+        if self.step_no % self.cfg.checkpoint_every == 0:
+            self.commit()
+        self.history.append(stats)
+        return stats
+
+    def push(self) -> dict[str, float]:
+        if not (self.cfg.push_weights and self.sender):
+            return {}
+        res = self.sender.push(list(self.base.state_dict().items()), self.version, self.step_no)
+        if res.failed:
+            log.warning("weight push v%d: %d replica(s) failed: %s", self.version, len(res.failed), res.failed)
+        return {"push_s": res.seconds, "push_bytes": float(res.bytes), "push_ok": float(len(res.ok)),
+                "push_failed": float(len(res.failed))}
+
+    def commit(self) -> Path | None:
+        """Checkpoint (rank 0 writes, listing every rank's trained entries), then each rank acks its own."""
+        dist = torch.distributed
+        multi = self.world > 1 and dist.is_available() and dist.is_initialized()
+        mine = ([i.trajectory.id for i in self.uncommitted], [i.entry_id for i in self.uncommitted])
+        everyone = [mine]
+        if multi:
+            everyone = [None] * self.world
+            dist.all_gather_object(everyone, mine)
+        path = None
+        if self.rank == 0:
+            path = checkpoint.save(self.ckpt_root, self.step_no, self.version, self.base, self.tokenizer,
+                                   {"opt": self.opt, "critic": self.critic, "critic_opt": self.critic_opt},
+                                   trained_ids=[t for ids, _ in everyone for t in ids],
+                                   entry_ids=[e for _, eids in everyone for e in eids])
+        if multi:
+            dist.barrier()  # nobody acks before the checkpoint that covers its work is on disk
+        self.queue.ack(Batch(self.consumer, self.uncommitted))
+        self.uncommitted = []
+        return path
+
+    def run(self, steps: int | None = None, on_step: Callable[[dict], None] | None = None) -> list[dict]:
+        target = steps if steps is not None else self.cfg.steps
+        while self.step_no < target:
+            stats = self.train_step(self.next_batch())
+            if on_step:
+                on_step(stats)
+        if self.uncommitted:
+            self.commit()
+        return self.history
+
+    def export(self, out_dir: str | Path) -> Path:
+        """The trained policy as an HF model directory (loadable by transformers and vLLM)."""
+        out = Path(out_dir)
+        self.base.save_pretrained(out, safe_serialization=True)
+        self.tokenizer.save_pretrained(out)
+        return out
