@@ -41,6 +41,7 @@ class LearnerConfig(BaseModel):
     push_every: int = Field(1, ge=1)
     checkpoint_every: int = Field(10, ge=1)
     checkpoint_dir: str
+    keep_checkpoints: int = Field(2, ge=1)
     ref_reset_every: int = Field(0, ge=0, description="COMAL: π_ref ← π every this many steps (0 = never).")
     get_timeout_s: float = Field(600.0, gt=0, description="Fail the step if no batch arrives in this time.")
     queue: QueueConfig = Field(default_factory=QueueConfig)
@@ -188,7 +189,9 @@ class Learner:
                 stats.update(self.push())
             self.queue.set_learner_version(self.version)
         if self.step_no % self.cfg.checkpoint_every == 0:
-            self.commit()
+            path = self.commit()
+            if path is not None:
+                stats["checkpoint"] = str(path)
         self.history.append(stats)
         return stats
 
@@ -215,7 +218,8 @@ class Learner:
             path = checkpoint.save(self.ckpt_root, self.step_no, self.version, self.base, self.tokenizer,
                                    {"opt": self.opt, "critic": self.critic, "critic_opt": self.critic_opt},
                                    trained_ids=[t for ids, _ in everyone for t in ids],
-                                   entry_ids=[e for _, eids in everyone for e in eids])
+                                   entry_ids=[e for _, eids in everyone for e in eids],
+                                   keep=self.cfg.keep_checkpoints)
         if multi:
             dist.barrier()  # nobody acks before the checkpoint that covers its work is on disk
         self.queue.ack(Batch(self.consumer, self.uncommitted))

@@ -1,0 +1,90 @@
+"""Launch the learner as a Ray Train `TorchTrainer` (DDP by default, FSDP optional).
+
+Every worker is a consumer of the job's stream (`learner-<rank>`); gradients are all-reduced by DDP, rank 0
+pushes weights and writes checkpoints, every rank acks its own entries after the checkpoint (see
+learner/trainer.py). Ray Train restarts failed workers (FailureConfig), and a restarted worker resumes from
+the latest checkpoint, so nothing is lost or trained twice.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from learner.trainer import LearnerConfig
+
+log = logging.getLogger(__name__)
+
+
+class TrainLaunch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    workers: int = Field(1, ge=1)
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+    strategy: str = Field("ddp", pattern="^(ddp|fsdp|deepspeed)$")
+    max_failures: int = Field(2, ge=0, description="Worker restarts before the job fails.")
+    collective_timeout_s: float = Field(600.0, gt=0, description="DDP all-reduce timeout: never hang.")
+    storage_path: str | None = None
+
+
+def train_loop(config: dict) -> None:
+    """Runs inside every Ray Train worker."""
+    import ray.train
+    import ray.train.torch as rt
+
+    from learner.trainer import Learner
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    cfg = LearnerConfig.model_validate(config["learner"])
+    strategy = config.get("strategy", "ddp")
+    device = str(rt.get_device())
+
+    def wrap(model):
+        if world == 1:
+            return model
+        return rt.prepare_model(model, parallel_strategy=strategy if strategy != "deepspeed" else "ddp")
+
+    learner = Learner(cfg, rank=rank, world_size=world, wrap=wrap, device=device)
+    learner.restore()
+
+    def report(stats: dict) -> None:
+        metrics = {k: v for k, v in stats.items() if isinstance(v, (int, float))}
+        ckpt = stats.get("checkpoint")
+        # our own checkpoint dir is the source of truth for resume; Ray gets a copy for its Result
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(ckpt) if ckpt else None)
+
+    learner.run(on_step=report)
+    if rank == 0 and config.get("export_dir"):
+        learner.export(config["export_dir"])
+
+
+def build_trainer(learner: LearnerConfig, launch: TrainLaunch, export_dir: str | None = None):
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    use_gpu = launch.gpus_per_worker > 0
+    resources = {"CPU": launch.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = launch.gpus_per_worker
+    return TorchTrainer(
+        train_loop,
+        train_loop_config={"learner": learner.model_dump(), "strategy": launch.strategy,
+                           "export_dir": export_dir},
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo",
+                                 timeout_s=int(launch.collective_timeout_s)),
+        scaling_config=ScalingConfig(num_workers=launch.workers, use_gpu=use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(name=f"learner-{learner.job_id}", storage_path=launch.storage_path,
+                             failure_config=FailureConfig(max_failures=launch.max_failures)),
+    )
+
+
+def fit(learner: LearnerConfig, launch: TrainLaunch | None = None, export_dir: str | None = None):
+    """Blocking: run the learner to `learner.steps` on the current Ray cluster; returns Ray's Result."""
+    launch = launch or TrainLaunch()
+    started = datetime.datetime.now()
+    result = build_trainer(learner, launch, export_dir).fit()
+    log.info("learner %s finished in %s", learner.job_id, datetime.datetime.now() - started)
+    return result
