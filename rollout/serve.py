@@ -36,6 +36,7 @@ class RolloutConfig(BaseModel):
     job_id: str | None = Field(None, description="Join this job's weight pushes and trajectory queue.")
     redis_url: str | None = None
     update_mode: UpdateMode = "keep"
+    judge_app: str | None = Field(None, description="Serve app name of the judge for games that need one.")
 
 
 # ---------------------------------------------------------------- OpenAI-compatible schema (subset)
@@ -150,8 +151,12 @@ class RolloutReplica:
             raise HTTPException(422, f"unknown env {req.env!r}; choose from {', '.join(ENVS)}")
         if req.enqueue and self.queue is None:
             raise HTTPException(409, "this replica belongs to no job: enqueue needs job_id and redis_url")
+        scorer = None
+        if self.cfg.judge_app:
+            from rollout.judging import JudgeScorer
+            scorer = JudgeScorer(self.cfg.judge_app)
         runner = EpisodeRunner(self.engine, lambda: make_env(req.env), self.cfg.job_id or "adhoc", req.env,
-                               req.sampling, max_turns=req.max_turns)
+                               req.sampling, max_turns=req.max_turns, scorer=scorer)
         eps, trajs = await asyncio.to_thread(runner.run_group, req.seed, req.group_size)
         ids = await asyncio.to_thread(self.queue.put_many, trajs) if req.enqueue else []
         return {"episodes": [e.model_dump(mode="json") for e in eps],
