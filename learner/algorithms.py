@@ -60,7 +60,7 @@ def policy_gradient_loss(algorithm: str, policy, batch: TrainBatch, hyper: Hyper
     if vloss is not None:
         loss = loss + vloss
         stats["value_loss"] = float(vloss)
-    stats["policy_loss"] = float(loss)
+    stats["policy_loss"] = float(loss.detach())
     return loss, stats
 
 
@@ -108,7 +108,7 @@ def preference_loss(algorithm: str, policy, ref, batch: TrainBatch, hyper: Hyper
             loss = losses.sppo_loss(logp, last, win, hyper.eta)
         else:
             loss = losses.nash_mp_loss(logp, last, ref_lp, win, group, hyper.eta, hyper.beta)
-        return loss, {"policy_loss": float(loss)}
+        return loss, {"policy_loss": float(loss.detach())}
     pairs = preference_pairs(batch)
     if not pairs:
         return None, {"pairs": 0.0}
@@ -121,7 +121,7 @@ def preference_loss(algorithm: str, policy, ref, batch: TrainBatch, hyper: Hyper
     else:  # inpo, comal (COMAL differs by resetting the reference model, which the trainer does)
         loss = losses.inpo_loss(logp[w], logp[lo], ref_lp[w], ref_lp[lo], last[w], last[lo],
                                 hyper.eta, hyper.beta)
-    return loss, {"policy_loss": float(loss), "pairs": float(len(pairs))}
+    return loss, {"policy_loss": float(loss.detach()), "pairs": float(len(pairs))}
 
 
 def _win_rates(batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,7 +6,7 @@ connection) XADD of a payload the size of one encoded trajectory. Ours: a produc
 groups of trajectories and a learner process getting batches and acking them, concurrently, like the
 real system; a trajectory counts once it has been put, delivered, decoded, validated and acked.
 
-    python -m bench.queue [--tokens 1024] [--runs 3] [--json out.json]
+    python -m bench.queue_throughput [--tokens 1024] [--runs 3] [--json out.json]
 """
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ def run_reference(port: int, payload_bytes: int, n: int, clients: int = 50, pipe
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="bench.queue", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="bench.queue_throughput", description=__doc__.split("\n")[0])
     p.add_argument("--tokens", type=int, default=1024, help="tokens per trajectory (half prompt)")
     p.add_argument("--n", type=int, default=4000, help="trajectories per run")
     p.add_argument("--group", type=int, default=8, help="trajectories per put (one GRPO group)")
