@@ -1,6 +1,10 @@
 """`payoff` — the command-line entry point. Subcommands dispatch lazily so `payoff --help` is instant.
 
-Job commands (submit, jobs, status, logs, cancel, serve) arrive with the gateway; what exists today:
+Commands:
+  payoff serve         start the local stack: redis-server, Ray, Serve, the gateway (gateway/README.md)
+  payoff submit F      submit a job spec (YAML/JSON) to the gateway; --watch follows it
+  payoff jobs          list jobs;  payoff status ID;  payoff logs ID --follow;  payoff cancel ID
+  payoff keys ...      create / list / revoke API keys (admin key)
   payoff games ...     equilibrium solvers, preference-game dynamics, play a game in the terminal
   payoff judge ...     score model outputs with a judge
   payoff models ...    build / locate the built-in test models (tiny-qwen3, smollm2-135m)
@@ -13,6 +17,13 @@ import importlib
 import sys
 
 COMMANDS = {
+    "serve": ("gateway.server", "main", "start the local stack (redis, Ray, Serve, gateway)"),
+    "submit": ("gateway.client_cli", "submit_main", "submit a job spec (YAML or JSON); --watch follows it"),
+    "jobs": ("gateway.client_cli", "jobs_main", "list jobs"),
+    "status": ("gateway.client_cli", "status_main", "show one job (state, timestamps, progress, error)"),
+    "logs": ("gateway.client_cli", "logs_main", "print a job's events; --follow streams them (SSE)"),
+    "cancel": ("gateway.client_cli", "cancel_main", "cancel a job"),
+    "keys": ("gateway.client_cli", "keys_main", "create, list or revoke API keys (admin)"),
     "games": ("games.cli", "main", "equilibrium solvers, preference-game dynamics, play a game"),
     "judge": ("judge.cli", "main", "score model outputs with a judge (GTAlign, preference, safety)"),
     "models": ("services.models", "main", "build or locate the built-in test models"),

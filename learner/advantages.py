@@ -17,8 +17,9 @@ def egae(rewards: torch.Tensor, values: torch.Tensor, finished: bool, gamma: flo
     EGAE assumes V(s_l) ≈ V(s_{l-1}), so the last delta is r + γV(s_{l-1}) − V(s_{l-1}).
     """
     t = rewards.shape[0]
-    v = values.to(torch.float64)
-    r = rewards.to(torch.float64)
+    # a short sequential scan: done on the host in float64 (on a GPU it would sync once per token)
+    v = values.detach().to("cpu", torch.float64)
+    r = rewards.detach().to("cpu", torch.float64)
     nxt = torch.zeros(t, dtype=torch.float64)
     if t > 1:
         nxt[:-1] = v[1:]
@@ -30,7 +31,7 @@ def egae(rewards: torch.Tensor, values: torch.Tensor, finished: bool, gamma: flo
     for i in range(t - 1, -1, -1):
         run = float(delta[i]) + gamma * lam * run
         adv[i] = run
-    return adv.to(values.dtype), (adv + v).to(values.dtype)
+    return adv.to(values.device, values.dtype), (adv + v).to(values.device, values.dtype)
 
 
 def group_advantages(rewards: Sequence[float], groups: Sequence[str], mode: str = "grpo",

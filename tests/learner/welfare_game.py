@@ -12,7 +12,7 @@ import torch
 from games.payoff import ACTIONS, PayoffMatrix
 from games.welfare import cobb_douglas
 from rollout.engine import GenRequest, SamplingParams
-from services.queue import TrajectoryQueue
+from services.queue import QueueFull, TrajectoryQueue
 from services.schemas import NOT_GENERATED, Trajectory, new_id
 
 MATRIX = PayoffMatrix({"DQ_DA": (2.0, 1.0), "DQ_CQ": (1.0, 1.5), "DQ_AQ": (4.0, 3.6),
@@ -35,7 +35,8 @@ def best_action_prob(model, tokenizer) -> float:
     return float(p[BEST::3].sum())
 
 
-def produce_group(engine, queue: TrajectoryQueue, job_id: str, group_size: int, seed: int) -> None:
+def produce_group(engine, queue: TrajectoryQueue, job_id: str, group_size: int, seed: int,
+                  timeout_s: float | None = None) -> None:
     prompt = engine.chat_prompt_ids(PROMPT)
     outs = engine.generate([GenRequest(prompt_ids=prompt, params=SamplingParams(max_tokens=1, seed=seed * 100 + i))
                             for i in range(group_size)])
@@ -49,7 +50,7 @@ def produce_group(engine, queue: TrajectoryQueue, job_id: str, group_size: int, 
                                 loss_mask=[0] * len(prompt) + [1], rewards=[0.0] * (n - 1) + [r],
                                 prompt_len=len(prompt), reward=r, finish_reason="length",
                                 meta={"action": ACTIONS[o.token_ids[0] % 3]}))
-    queue.put_many(trajs)
+    queue.put_many(trajs, timeout_s=timeout_s)
 
 
 class Producer(threading.Thread):
@@ -63,5 +64,8 @@ class Producer(threading.Thread):
 
     def run(self):
         while not self.stop.is_set():
-            produce_group(self.engine, self.queue, self.job_id, self.group_size, self.groups)
+            try:  # short waits, so a stop request is seen while the queue is full
+                produce_group(self.engine, self.queue, self.job_id, self.group_size, self.groups, timeout_s=1.0)
+            except QueueFull:
+                continue
             self.groups += 1

@@ -21,7 +21,8 @@ def _prompt(engine, text="What is 2 + 3?"):
 
 def _perturbed(engine, seed):
     g = torch.Generator().manual_seed(seed)
-    return [(n, p.detach() + 0.3 * torch.randn(p.shape, generator=g)) for n, p in engine.model.state_dict().items()]
+    return [(n, p.detach() + 0.3 * torch.randn(p.shape, generator=g).to(p.device))
+            for n, p in engine.model.state_dict().items()]
 
 
 def test_logprobs_match_a_forward_pass_and_batching_does_not_change_greedy(engine):
@@ -33,7 +34,8 @@ def test_logprobs_match_a_forward_pass_and_batching_does_not_change_greedy(engin
     s = SamplingParams(max_tokens=16, temperature=1.0, seed=7)
     out = engine.generate([GenRequest(prompt_ids=p1, params=s)])[0]
     with torch.no_grad():
-        lp = torch.log_softmax(engine.model(torch.tensor([p1 + out.token_ids])).logits[0].float(), -1)
+        ids = torch.tensor([p1 + out.token_ids], device=engine.device)
+        lp = torch.log_softmax(engine.model(ids).logits[0].float(), -1)
     ref = [float(lp[len(p1) - 1 + k, t]) for k, t in enumerate(out.token_ids)]
     assert max(abs(a - b) for a, b in zip(ref, out.logprobs)) < 1e-4
     assert engine.generate([GenRequest(prompt_ids=p1, params=s)])[0].token_ids == out.token_ids  # seeded

@@ -1,0 +1,124 @@
+"""Inference routes: OpenAI-compatible chat with a job's model, payoff steering, serving a checkpoint.
+
+A job's model answers from its rollout replicas while the job runs, or from a served checkpoint
+(`POST /v1/jobs/{id}/serve`) once it has one. Requests go to the Serve app through a DeploymentHandle,
+not over HTTP.
+"""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Header, HTTPException
+from starlette.concurrency import run_in_threadpool
+
+from gateway.api_models import ErrorResponse, ServeCheckpointRequest, ServedModel
+from gateway.app import ERRORS, Gateway, gateway, principal, visible_job
+from gateway.auth import ApiKey
+from gateway.steer import SteerRequest, SteerResponse, steer
+from rollout.serve import ChatMessage, ChatRequest
+from services.jobs import CheckpointEvent, JobRecord, JobState, read_events, rollout_app_name, served_app_name
+
+router = APIRouter(tags=["inference"])
+UPSTREAM = {409: {"model": ErrorResponse}, 502: {"model": ErrorResponse}}
+
+
+def _app_state(app_name: str) -> str | None:
+    import ray
+    from ray import serve
+
+    if not ray.is_initialized():  # a gateway without Ray serves no model
+        return None
+    app = serve.status().applications.get(app_name)
+    return None if app is None else str(getattr(app.status, "value", app.status))
+
+
+def chat_target(job: JobRecord) -> str:
+    """The Serve app that answers for a job: its rollout replicas while running, else a served checkpoint."""
+    if job.state == JobState.RUNNING and _app_state(rollout_app_name(job.id)) in ("RUNNING", "UNHEALTHY"):
+        return rollout_app_name(job.id)
+    if _app_state(served_app_name(job.id)) in ("RUNNING", "UNHEALTHY"):
+        return served_app_name(job.id)
+    raise HTTPException(409, f"job {job.id!r} is {job.state.value}: its rollout replicas are not running and "
+                             f"no checkpoint is served (POST /v1/jobs/{job.id}/serve serves the latest one)")
+
+
+async def call_chat(gw: Gateway, job: JobRecord, req: ChatRequest) -> dict:
+    app_name = await run_in_threadpool(chat_target, job)
+    handle = await run_in_threadpool(gw.app_handle, app_name)
+    try:
+        out = await handle.chat_completions.remote(req)
+    except Exception as e:
+        cause = getattr(e, "cause", None) or e
+        status = getattr(cause, "status_code", None)
+        if isinstance(status, int) and 400 <= status < 500:
+            raise HTTPException(status, str(getattr(cause, "detail", cause))) from None
+        raise HTTPException(502, f"the model of job {job.id!r} failed to answer: {type(cause).__name__}: "
+                                 f"{str(cause)[:500]}") from None
+    out["model"] = job.id
+    return out
+
+
+@router.post("/v1/chat/completions", responses={**ERRORS, **UPSTREAM})
+async def chat_completions(req: ChatRequest,
+                           x_payoff_job: str | None = Header(None, max_length=200,
+                                                             description="The job id (else `model`)."),
+                           gw: Gateway = Depends(gateway), who: ApiKey = Depends(principal)) -> dict:
+    """OpenAI-compatible chat completion from a job's model: put the job id in `model` (or X-Payoff-Job)."""
+    job_id = x_payoff_job or req.model
+    if not job_id:
+        raise HTTPException(422, "name the job: set `model` to the job id (or send X-Payoff-Job)")
+    job = await run_in_threadpool(visible_job, gw, who, job_id)
+    return await call_chat(gw, job, req)
+
+
+@router.post("/v1/steer", response_model=SteerResponse, responses={**ERRORS, **UPSTREAM})
+async def steer_route(req: SteerRequest, gw: Gateway = Depends(gateway),
+                      who: ApiKey = Depends(principal)) -> SteerResponse:
+    """GTAlign payoff steering (spec §1.8): stage 1 elicits the model's payoff matrix, the matrix is shifted
+    by `scale_llm` / `scale_user`, the action with the best LLM·user product is chosen, and stage 2 asks
+    the model to carry out that action. `ok` is false when the model's payoff block does not parse."""
+    job = await run_in_threadpool(visible_job, gw, who, req.model)
+
+    async def chat(messages: list[dict[str, str]], max_tokens: int, temperature: float,
+                   seed: int | None) -> dict:
+        request = ChatRequest(model=job.id, messages=[ChatMessage(**m) for m in messages],
+                              max_tokens=max_tokens, temperature=temperature, seed=seed)
+        return await call_chat(gw, job, request)
+
+    return await steer(req, chat)
+
+
+def _checkpoints(gw: Gateway, job_id: str) -> list[CheckpointEvent]:
+    out, cursor = [], "0-0"
+    while True:
+        rows = read_events(gw.r, job_id, cursor, 2000)
+        out += [e for _, e in rows if isinstance(e, CheckpointEvent)]
+        if len(rows) < 2000:
+            return out
+        cursor = rows[-1][0]
+
+
+@router.post("/v1/jobs/{job_id}/serve", status_code=202, response_model=ServedModel, tags=["jobs"],
+             responses={**ERRORS, 409: {"model": ErrorResponse}})
+def serve_checkpoint(job_id: str, req: ServeCheckpointRequest | None = None, gw: Gateway = Depends(gateway),
+                     who: ApiKey = Depends(principal)) -> ServedModel:
+    """Serve one of the job's checkpoints (default: the latest) for chat and steering, with one replica of
+    the job's engine. Only paths the job's learner reported as checkpoints can be served."""
+    from gateway.components import app_status, deploy_checkpoint
+
+    job = visible_job(gw, who, job_id)
+    known = [c.path for c in _checkpoints(gw, job_id)]
+    if not known:
+        raise HTTPException(409, f"job {job_id!r} has no checkpoint yet")
+    path = (req.checkpoint if req and req.checkpoint else None) or known[-1]
+    if path not in known:
+        raise HTTPException(404, f"checkpoint {path!r} is not one of job {job_id!r}'s checkpoints")
+    app_name = deploy_checkpoint(job, path)
+    return ServedModel(job_id=job_id, app=app_name, checkpoint=path, status=app_status(app_name).state)
+
+
+@router.delete("/v1/jobs/{job_id}/serve", status_code=204, tags=["jobs"], responses=ERRORS)
+def unserve_checkpoint(job_id: str, gw: Gateway = Depends(gateway), who: ApiKey = Depends(principal)) -> None:
+    """Stop serving the job's checkpoint (nothing happens if none is served)."""
+    from gateway.components import delete
+
+    visible_job(gw, who, job_id)
+    delete(served_app_name(job_id))

@@ -1,0 +1,170 @@
+"""Job routes: submit, list, get, cancel, events (server-sent events), metrics (reward curve)."""
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from gateway import metrics
+from gateway.api_models import ErrorResponse, JobList, MetricsCurve, printable
+from gateway.app import ERRORS, Gateway, gateway, principal, visible_job
+from gateway.auth import ApiKey
+from gateway.validation import validate_job
+from services.jobs import (
+    REWARD_METRIC,
+    CheckpointEvent,
+    JobRecord,
+    JobState,
+    StepEvent,
+    read_events,
+)
+from services.jobspec import JobSpec, JobSpecError
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+SSE_POLL_S = 0.25
+SSE_HEARTBEAT_S = 15.0
+
+_SPEC_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}},
+            "application/yaml": {"schema": {"type": "string", "description": "The JobSpec as YAML."}},
+        },
+    },
+}
+
+
+@router.post("", status_code=201, response_model=JobRecord, openapi_extra=_SPEC_BODY,
+             responses={**ERRORS, 413: {"model": ErrorResponse}})
+async def submit_job(request: Request, gw: Gateway = Depends(gateway), who: ApiKey = Depends(principal)):
+    """Submit a job (a JobSpec as JSON or YAML). It is validated in full (schema, model and data paths,
+    engine, cluster GPUs/CPUs) before anything is stored; a bad spec gets 422 with the field paths."""
+    body = await request.body()
+
+    def check() -> JobSpec:
+        return validate_job(body, request.headers.get("content-type"), gw.cluster.get(),
+                            gw.settings.check_capacity)
+    try:
+        spec = await run_in_threadpool(check)
+    except JobSpecError as e:
+        metrics.REJECTED.inc()
+        errors = [{"loc": printable(err["loc"]), "msg": printable(err["msg"])} for err in e.errors]
+        detail = printable(f"invalid job spec: {e}")
+        return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
+    job = await run_in_threadpool(gw.store.create, who.tenant, spec)
+    metrics.SUBMITTED.labels(who.tenant).inc()
+    return JSONResponse(job.model_dump(mode="json"), status_code=201,
+                        headers={"Location": f"/v1/jobs/{job.id}"})
+
+
+@router.get("", response_model=JobList, responses={**ERRORS, 403: {"model": ErrorResponse}})
+def list_jobs(state: list[JobState] | None = Query(None, description="Only jobs in these states."),
+              tenant: str | None = Query(None, max_length=63, description="Admin only: one tenant's jobs."),
+              limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=1_000_000),
+              gw: Gateway = Depends(gateway), who: ApiKey = Depends(principal)) -> JobList:
+    """Your tenant's jobs, newest first. An admin key lists every tenant's (or one, with `tenant`)."""
+    if tenant is not None and not who.admin and tenant != who.tenant:
+        raise HTTPException(403, "only an admin key can list another tenant's jobs")
+    scope = tenant if tenant is not None else (None if who.admin else who.tenant)
+    jobs, total = gw.store.list(scope, state, limit, offset)
+    return JobList(jobs=jobs, total=total)
+
+
+@router.get("/{job_id}", response_model=JobRecord, responses=ERRORS)
+def get_job(job_id: str, gw: Gateway = Depends(gateway), who: ApiKey = Depends(principal)) -> JobRecord:
+    """One job: state, when it entered each state, the error that ended it, progress summary."""
+    return visible_job(gw, who, job_id)
+
+
+@router.post("/{job_id}/cancel", status_code=202, response_model=JobRecord,
+             responses={**ERRORS, 409: {"model": ErrorResponse}})
+def cancel_job(job_id: str, gw: Gateway = Depends(gateway), who: ApiKey = Depends(principal)) -> JobRecord:
+    """Cancel a job: a queued job is cancelled at once; a starting or running one is torn down by the runner
+    (watch its events for the `cancelled` status)."""
+    job = visible_job(gw, who, job_id)
+    if job.state.terminal:
+        raise HTTPException(409, f"job {job_id!r} already {job.state.value}")
+    return gw.store.request_cancel(job_id)
+
+
+def _sse(eid: str, kind: str, data: str) -> str:
+    return f"id: {eid}\nevent: {kind}\ndata: {data}\n\n"
+
+
+@router.get("/{job_id}/events", responses={**ERRORS, 200: {"content": {"text/event-stream": {}},
+                                                            "description": "A stream of job events."}})
+async def job_events(request: Request, job_id: str,
+                     after: str | None = Query(None, max_length=41,
+                                               description="Resume after this event id."),
+                     follow: bool = Query(True, description="Keep streaming until the job ends."),
+                     last_event_id: str | None = Header(None, max_length=41),
+                     gw: Gateway = Depends(gateway), who: ApiKey = Depends(principal)):
+    """Server-sent events: `status` (state changes), `step` (learner metrics), `checkpoint`, `log`; each with
+    its stream id as the SSE id, so a client resumes with Last-Event-ID. Ends with an `end` event once the
+    job has finished and every event was sent (or at once with follow=false)."""
+    await run_in_threadpool(visible_job, gw, who, job_id)
+    cursor = last_event_id or after or "0-0"
+    if not STREAM_ID.match(cursor):
+        raise HTTPException(422, f"event id {cursor!r} is not a stream id like '1712345678901-0'")
+
+    async def stream():
+        nonlocal cursor
+        yield ": connected\n\n"
+        beat = time.monotonic()
+        while True:
+            job = await run_in_threadpool(gw.store.get, job_id, False)
+            finished = job is None or job.state.terminal
+            rows = await run_in_threadpool(read_events, gw.r, job_id, cursor, 500)
+            for eid, event in rows:
+                cursor = eid
+                yield _sse(eid, event.type, event.model_dump_json())
+            if len(rows) == 500:
+                continue
+            if not follow or (finished and not rows):
+                state = job.state.value if job else "unknown"
+                yield _sse(cursor, "end", f'{{"job_id": "{job_id}", "state": "{state}"}}')
+                return
+            if time.monotonic() - beat > SSE_HEARTBEAT_S:
+                beat = time.monotonic()
+                yield ": keep-alive\n\n"
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(SSE_POLL_S)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def reward_curve(gw: Gateway, job_id: str) -> MetricsCurve:
+    steps: list[StepEvent] = []
+    checkpoints: list[CheckpointEvent] = []
+    cursor = "0-0"
+    while True:
+        rows = read_events(gw.r, job_id, cursor, 2000)
+        for eid, event in rows:
+            cursor = eid
+            if isinstance(event, StepEvent):
+                steps.append(event)
+            elif isinstance(event, CheckpointEvent):
+                checkpoints.append(event)
+        if len(rows) < 2000:
+            break
+    names = sorted({k for s in steps for k in s.metrics})
+    series = {n: [s.metrics.get(n) for s in steps] for n in names}
+    return MetricsCurve(job_id=job_id, steps=[s.step for s in steps],
+                        reward=[s.metrics.get(REWARD_METRIC) for s in steps], metrics=series,
+                        checkpoints=checkpoints)
+
+
+@router.get("/{job_id}/metrics", response_model=MetricsCurve, responses=ERRORS)
+def job_metrics(job_id: str, gw: Gateway = Depends(gateway),
+                who: ApiKey = Depends(principal)) -> MetricsCurve:
+    """The learner's step metrics as series (the reward curve under `reward`) and the checkpoints so far."""
+    visible_job(gw, who, job_id)
+    return reward_curve(gw, job_id)

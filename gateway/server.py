@@ -1,0 +1,149 @@
+"""Run the gateway: in a thread (tests, benchmarks), or `payoff serve` — the whole local stack.
+
+`payoff serve` starts (or joins) everything a laptop needs: the project's redis-server (unless REDIS_URL
+is set), Ray (or RAY_ADDRESS), Ray Serve's HTTP proxy, and the gateway — standalone with uvicorn by
+default, or as a Serve ingress deployment with --on-serve. The admin key comes from PAYOFF_ADMIN_KEY or is
+generated once into <data dir>/gateway/admin_key.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from services.jobs import COMPONENTS, ComponentRegistry
+
+
+class GatewayServer:
+    """uvicorn serving the gateway in a background thread of this process."""
+
+    def __init__(self, settings, host: str = "127.0.0.1", port: int | None = None,
+                 registry: ComponentRegistry = COMPONENTS) -> None:
+        from gateway.app import create_app, wrap
+        from services.redis_server import free_port
+
+        self.settings, self.host, self.port = settings, host, port or free_port()
+        self.app = create_app(settings, registry)
+        self.asgi = wrap(self.app, settings)
+        self._server = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def gateway(self):
+        return self.app.state.gateway
+
+    def start(self, timeout_s: float = 60.0) -> GatewayServer:
+        import uvicorn
+
+        config = uvicorn.Config(self.asgi, host=self.host, port=self.port, log_level="warning", lifespan="on",
+                                timeout_graceful_shutdown=5)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="payoff-gateway", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the gateway did not start (see the log above)")
+            time.sleep(0.05)
+        return self
+
+    def stop(self, release_lease: bool = True) -> None:
+        """Shut down; `release_lease=False` abandons the runner lease as a crashed process would."""
+        if not release_lease and self.gateway.runner is not None:
+            self.gateway.runner.stop(release=False)
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(30)
+
+    def __enter__(self) -> GatewayServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _secret_file(path: Path, make) -> str:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(make())
+    return path.read_text().strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """payoff serve — start the local stack (Redis, Ray, Serve, gateway) in the foreground."""
+    p = argparse.ArgumentParser(prog="payoff serve", description=main.__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080, help="gateway port (standalone mode)")
+    p.add_argument("--serve-port", type=int, default=8000, help="Ray Serve HTTP proxy port")
+    p.add_argument("--on-serve", action="store_true",
+                   help="run the gateway as a Ray Serve ingress deployment (reachable on --serve-port)")
+    p.add_argument("--max-jobs", type=int, default=None, help="jobs running at once (default 2)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray head (default: all)")
+    args = p.parse_args(argv)
+
+    from services.config import Settings
+    from services.ray_utils import init_ray
+    from services.redis_server import RedisServer
+
+    base = Settings.from_env()
+    redis_server = None
+    if base.redis_url:
+        redis_url = base.redis_url
+    else:
+        redis_server = RedisServer(base.data_dir / "redis").start()
+        redis_url = redis_server.url
+    admin_key = os.environ.get("PAYOFF_ADMIN_KEY") or _secret_file(
+        base.data_dir / "gateway" / "admin_key", lambda: "pyf_admin_" + secrets.token_urlsafe(32))
+    try:
+        from ray import serve
+
+        from gateway.settings import GatewaySettings, load_pepper
+
+        init_ray(num_cpus=args.num_cpus)
+        serve.start(http_options={"host": args.host, "port": args.serve_port})
+        overrides = {"redis_url": redis_url, "admin_key": admin_key}
+        if args.max_jobs:
+            overrides["max_concurrent_jobs"] = args.max_jobs
+        settings = GatewaySettings.from_env(**overrides)
+        url = f"http://{args.host}:{args.serve_port if args.on_serve else args.port}"
+        print(f"payoff gateway on {url}  (redis {redis_url}, data {settings.data_dir})\n"
+              f"admin key: {admin_key}\n"
+              f"  export PAYOFF_URL={url} PAYOFF_API_KEY={admin_key}", flush=True)
+        if args.on_serve:
+            from gateway.serve_app import build_serve_app
+
+            pepper = load_pepper(settings).decode()
+            serve.run(build_serve_app(settings, secrets={"PAYOFF_ADMIN_KEY": admin_key,
+                                                         "PAYOFF_API_KEY_PEPPER": pepper}),
+                      name="gateway", route_prefix="/")
+            stop = threading.Event()
+            signal.signal(signal.SIGINT, lambda *_: stop.set())
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            stop.wait()
+            if base.ray_address:  # a cluster outlives us: remove our app; a local head ends with this process
+                serve.delete("gateway")
+        else:
+            import uvicorn
+
+            from gateway.app import build_asgi
+            uvicorn.run(build_asgi(settings), host=args.host, port=args.port, log_level="info")
+    finally:
+        if redis_server is not None:
+            redis_server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

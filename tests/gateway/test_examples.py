@@ -1,0 +1,32 @@
+"""Every example job spec validates, covers a seed system, and fits a 2-core laptop as documented."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.validation import semantic_errors
+from services.jobs import job_demand
+from services.jobspec import JobSpec
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+SEED_SYSTEMS = {  # file → (algorithm, env, data) it must show
+    "gtalign-math": ("ppo", "gtalign", "math-hard"), "gtalign-ambig": ("ppo", "gtalign", "ambig_qa"),
+    "gtalign-wildguard": ("ppo", "gtalign", "wildguard"), "grl-sokoban": ("ppo", "sokoban", None),
+    "grl-tetris": ("ppo", "tetris", None), "comal": ("comal", "math", "math-hard"),
+    "redteam-selfplay": ("self_redteam", "redteam", "wildguard"), "quickstart": ("tppo", "sokoban", None),
+}
+
+
+def test_every_seed_system_has_an_example():
+    assert {p.stem for p in EXAMPLES} == set(SEED_SYSTEMS)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_validates(path):
+    spec = JobSpec.from_text(path.read_text())
+    algorithm, env, data = SEED_SYSTEMS[path.stem]
+    assert (spec.algorithm, spec.tasks[0].env, spec.tasks[0].data_path) == (algorithm, env, data)
+    assert spec.name == path.stem
+    assert semantic_errors(spec, cluster=None) == []  # model and data exist here
+    assert job_demand(spec).cpus <= 2.0 and job_demand(spec).gpus == 0
