@@ -60,10 +60,11 @@ bench: install models
 	@command -v redis-benchmark >/dev/null || { [ "$$(id -u)" = 0 ] && \
 	  (apt-get update -qq && apt-get install -y -qq redis-tools >/dev/null); } || \
 	  { echo "redis-benchmark missing: install Debian's redis-tools"; exit 1; }
-	$(PY) -m bench.queue --json bench/results/queue-latest.json
+	$(PY) -m bench.queue_throughput --json bench/results/queue-latest.json
 	$(PY) -m bench.rollout --json bench/results/rollout-latest.json
 	$(MAKE) bench-env
 	$(PY) -m bench.learner --trl-python $(BENCH_VENV)/bin/python --json bench/results/learner-latest.json
+	$(PY) -m bench.gateway
 
 redis: install
 	$(VENV)/bin/payoff-redis --data-dir $(PAYOFF_DATA_DIR)/redis
