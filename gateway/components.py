@@ -70,7 +70,8 @@ def rollout_config(job: JobRecord, redis_url: str | None, checkpoint: str | None
     return RolloutConfig(model=checkpoint or spec.model.path, engine=r.engine, engine_options=options,
                          replicas=r.replicas if in_job else 1, cpus_per_replica=r.cpus_per_replica,
                          gpus_per_replica=r.gpus_per_replica, job_id=job.id if in_job else None,
-                         redis_url=redis_url if in_job else None)
+                         redis_url=redis_url if in_job else None,
+                         judge_app=judge_app_name(job.id) if in_job else None)
 
 
 class _ServeApp:

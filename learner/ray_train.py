@@ -48,10 +48,21 @@ def train_loop(config: dict) -> None:
 
     learner = Learner(cfg, rank=rank, world_size=world, wrap=wrap, device=device)
     learner.restore()
+    from services.jobs import CheckpointEvent, StepEvent, publish_event
 
     def report(stats: dict) -> None:
         metrics = {k: v for k, v in stats.items() if isinstance(v, (int, float))}
         ckpt = stats.get("checkpoint")
+        if rank == 0:  # the job's event stream: the gateway's SSE, reward curve and summary read it
+            try:
+                publish_event(learner.client, StepEvent(job_id=cfg.job_id, step=int(stats["step"]),
+                                                        policy_version=int(stats["version"]), metrics=metrics))
+                if ckpt:
+                    publish_event(learner.client, CheckpointEvent(job_id=cfg.job_id, step=int(stats["step"]),
+                                                                  path=f"{ckpt}/policy",
+                                                                  policy_version=int(stats["version"])))
+            except Exception as e:  # metrics must never stop training
+                log.warning("could not publish step events: %s", e)
         # our own checkpoint dir is the source of truth for resume; Ray gets a copy for its Result
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(ckpt) if ckpt else None)
 

@@ -1,0 +1,144 @@
+"""The learner as a job component of the gateway's runner (services/jobs.py contract).
+
+One detached Ray actor per job (named `learner_actor_name(job_id)`, so any gateway process can find it)
+drives the job: it keeps the job's rollout replicas playing episodes of the job's task mix (they write the
+trajectories to the job's Redis stream, with judge rewards where the game needs them), and runs the Ray
+Train learner to `learner.steps`. Step metrics and checkpoints reach the job's event stream from the
+learner itself (learner/ray_train.py). The job succeeds when training finishes and the policy is exported.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from pathlib import Path
+
+import ray
+
+from services.jobs import (LEARNER, ComponentStatus, JobRecord, RunContext, learner_actor_name,
+                           register_component, rollout_app_name)
+
+log = logging.getLogger(__name__)
+NAMESPACE = "payoff"
+
+
+@ray.remote(num_cpus=0, max_concurrency=4)
+class JobDriver:
+    def __init__(self, job_id: str, spec: dict, redis_url: str, data_dir: str):
+        from services.jobspec import JobSpec
+
+        self.job_id, self.redis_url = job_id, redis_url
+        self.spec = JobSpec.model_validate(spec)
+        self.dir = Path(data_dir) / "jobs" / job_id
+        self.state, self.message = "starting", ""
+        self._stop = threading.Event()
+        threading.Thread(target=self._main, daemon=True, name="job-driver").start()
+
+    def status(self) -> tuple[str, str]:
+        return self.state, self.message
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # ------------------------------------------------------------------ driving
+    def _main(self) -> None:
+        from learner.ray_train import TrainLaunch, fit
+        from learner.trainer import LearnerConfig
+
+        roller = threading.Thread(target=self._rollouts, daemon=True, name="rollouts")
+        roller.start()
+        try:
+            spec, ln = self.spec, self.spec.learner
+            cfg = LearnerConfig.from_job(spec, self.job_id, self.redis_url, str(self.dir / "checkpoints"))
+            launch = TrainLaunch(workers=ln.workers, cpus_per_worker=ln.cpus_per_worker,
+                                 gpus_per_worker=ln.gpus_per_worker, strategy=ln.strategy,
+                                 storage_path=str(self.dir / "ray"))
+            self.state = "running"
+            result = fit(cfg, launch, export_dir=str(self.dir / "final"))
+            if result.error:
+                raise RuntimeError(f"training failed: {result.error}")
+            self.state, self.message = "succeeded", f"policy exported to {self.dir / 'final'}"
+        except Exception as e:
+            self.state, self.message = "failed", f"{type(e).__name__}: {e}"[:2000]
+            log.exception("job %s: learner failed", self.job_id)
+        finally:
+            self._stop.set()
+
+    def _rollouts(self) -> None:
+        """Keep one episode request in flight per rollout replica until training ends."""
+        from ray import serve
+
+        from rollout.engine import SamplingParams
+        from rollout.serve import EpisodeRequest
+
+        spec, r = self.spec, self.spec.rollout
+        rng = random.Random(spec.seed)
+        weights = [t.weight for t in spec.tasks]
+        handle, seed, inflight = None, 0, []
+        while not self._stop.is_set():
+            if handle is None:
+                try:
+                    handle = serve.get_app_handle(rollout_app_name(self.job_id))
+                except Exception:  # deployed concurrently by the runner
+                    time.sleep(0.5)
+                    continue
+            while len(inflight) < r.replicas:
+                task = rng.choices(spec.tasks, weights)[0]
+                req = EpisodeRequest(env=task.env, seed=spec.seed * 1_000_003 + seed,
+                                     group_size=r.group_size, max_turns=task.max_turns, enqueue=True,
+                                     sampling=SamplingParams(max_tokens=r.max_response_tokens,
+                                                             temperature=r.temperature, top_p=r.top_p))
+                inflight.append(handle.episodes.remote(req))
+                seed += 1
+            done = inflight.pop(0)
+            try:
+                done.result(timeout_s=600)
+            except Exception as e:  # a replica restarting: log and keep going
+                if not self._stop.is_set():
+                    log.warning("job %s: episode request failed: %s", self.job_id, e)
+                    time.sleep(1.0)
+
+
+class LearnerComponent:
+    """Runner-facing side: start / poll / stop the job's driver actor by name."""
+    name = LEARNER
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+
+    def _actor(self, job: JobRecord):
+        try:
+            return ray.get_actor(learner_actor_name(job.id), namespace=NAMESPACE)
+        except ValueError:
+            return None
+
+    def start(self, job: JobRecord) -> None:
+        if self._actor(job) is not None:
+            return
+        JobDriver.options(name=learner_actor_name(job.id), namespace=NAMESPACE, lifetime="detached",
+                          get_if_exists=True).remote(job.id, job.spec.model_dump(), self.ctx.redis_url,
+                                                     str(self.ctx.data_dir))
+
+    def poll(self, job: JobRecord) -> ComponentStatus:
+        actor = self._actor(job)
+        if actor is None:
+            return ComponentStatus(state="absent")
+        try:
+            state, message = ray.get(actor.status.remote(), timeout=30)
+        except Exception as e:  # the actor died: the job fails with the cause
+            return ComponentStatus(state="failed", message=f"learner driver died: {e}"[:2000])
+        return ComponentStatus(state=state, message=message)
+
+    def stop(self, job: JobRecord) -> None:
+        actor = self._actor(job)
+        if actor is None:
+            return
+        try:
+            ray.get(actor.stop.remote(), timeout=10)
+        except Exception:
+            pass
+        ray.kill(actor, no_restart=True)
+
+
+register_component(LEARNER, LearnerComponent, order=90)
