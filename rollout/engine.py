@@ -49,19 +49,29 @@ class EngineError(RuntimeError):
 
 
 class Engine(abc.ABC):
-    """One model replica's generator. Thread-safe: generate and load_weights may be called concurrently."""
+    """One model replica's generator. Thread-safe: generate and load_weights may be called concurrently.
+
+    Backends set `_version`, `_tok` (HF tokenizer) and `_manifest` (name -> (shape, dtype)) in __init__.
+    """
 
     name: str = "engine"
+    _version: int = 0
+    _tok = None
+    _manifest: dict[str, tuple[tuple[int, ...], str]] = {}
 
     @property
-    @abc.abstractmethod
     def version(self) -> int:
         """Policy version of the weights new tokens are generated with."""
+        return self._version
 
     @property
-    @abc.abstractmethod
     def tokenizer(self):
         """The HF tokenizer (chat template, EOS id)."""
+        return self._tok
+
+    def weight_manifest(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        """name -> (shape, dtype) of every weight the engine accepts (checked before an update)."""
+        return dict(self._manifest)
 
     @abc.abstractmethod
     def generate(self, requests: list[GenRequest]) -> list[GenOutput]:
@@ -71,10 +81,6 @@ class Engine(abc.ABC):
     def load_weights(self, named: Iterable[tuple[str, torch.Tensor]], version: int,
                      mode: UpdateMode = "keep") -> None:
         """Replace (a subset of) the weights by name and switch to `version`; atomic for the caller."""
-
-    @abc.abstractmethod
-    def weight_manifest(self) -> dict[str, tuple[tuple[int, ...], str]]:
-        """name -> (shape, dtype) of every weight the engine accepts (checked before an update)."""
 
     def chat_prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
         """Token ids of a chat conversation with the generation prompt appended."""

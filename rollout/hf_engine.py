@@ -47,19 +47,8 @@ class HFEngine(Engine):
 
     # ------------------------------------------------------------------ interface
     @property
-    def version(self) -> int:
-        return self._version
-
-    @property
-    def tokenizer(self):
-        return self._tok
-
-    @property
     def model(self) -> torch.nn.Module:
         return self._model
-
-    def weight_manifest(self) -> dict[str, tuple[tuple[int, ...], str]]:
-        return dict(self._manifest)
 
     def generate(self, requests: list[GenRequest]) -> list[GenOutput]:
         if not requests:

@@ -36,17 +36,6 @@ class VLLMEngine(Engine):
         self._lock = threading.Lock()
         self._manifest = compat.checkpoint_manifest(self.model_path)
 
-    @property
-    def version(self) -> int:
-        return self._version
-
-    @property
-    def tokenizer(self):
-        return self._tok
-
-    def weight_manifest(self) -> dict[str, tuple[tuple[int, ...], str]]:
-        return dict(self._manifest)
-
     def generate(self, requests: list[GenRequest]) -> list[GenOutput]:
         if not requests:
             return []
