@@ -59,7 +59,7 @@ def policy_gradient_loss(algorithm: str, policy, batch: TrainBatch, hyper: Hyper
         stats["kl"] = float(kl)
     if vloss is not None:
         loss = loss + vloss
-        stats["value_loss"] = float(vloss)
+        stats["value_loss"] = float(vloss.detach())
     stats["policy_loss"] = float(loss.detach())
     return loss, stats
 
