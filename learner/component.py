@@ -66,16 +66,23 @@ class JobDriver:
             self._stop.set()
 
     def _rollouts(self) -> None:
-        """Keep one episode request in flight per rollout replica until training ends."""
+        """async: keep one episode request in flight per rollout replica until training ends.
+        sync: generate one learner batch, then wait for the learner to train on it and push the new
+        weights before generating the next (generate → score → train → push, no overlap)."""
         from ray import serve
 
         from rollout.engine import SamplingParams
         from rollout.serve import EpisodeRequest
+        from services.config import redis_client
+        from services.queue import TrajectoryQueue
 
         spec, r = self.spec, self.spec.rollout
+        sync = spec.asynchrony.mode == "sync"
+        queue = TrajectoryQueue(redis_client(self.redis_url), self.job_id) if sync else None
+        groups_per_batch = max(1, -(-spec.learner.batch_size // r.group_size))
         rng = random.Random(spec.seed)
         weights = [t.weight for t in spec.tasks]
-        handle, seed, inflight = None, 0, []
+        handle, seed, inflight, produced, base_version = None, 0, [], 0, 0
         while not self._stop.is_set():
             if handle is None:
                 try:
@@ -83,7 +90,14 @@ class JobDriver:
                 except Exception:  # deployed concurrently by the runner
                     time.sleep(0.5)
                     continue
-            while len(inflight) < r.replicas:
+            if sync and produced == 0:
+                base_version = queue.learner_version()  # read before this batch exists: no lost wake-up
+            if sync and produced == groups_per_batch and not inflight:
+                while not self._stop.is_set() and queue.learner_version() <= base_version:
+                    time.sleep(0.05)  # the learner trains on this batch and pushes; rollouts idle
+                produced = 0
+                continue
+            while len(inflight) < (min(r.replicas, groups_per_batch - produced) if sync else r.replicas):
                 task = rng.choices(spec.tasks, weights)[0]
                 req = EpisodeRequest(env=task.env, seed=spec.seed * 1_000_003 + seed,
                                      group_size=r.group_size, max_turns=task.max_turns, enqueue=True,
@@ -91,6 +105,9 @@ class JobDriver:
                                                              temperature=r.temperature, top_p=r.top_p))
                 inflight.append(handle.episodes.remote(req))
                 seed += 1
+                produced += 1
+            if not inflight:
+                continue
             done = inflight.pop(0)
             try:
                 done.result(timeout_s=600)

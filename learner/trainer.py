@@ -178,7 +178,9 @@ class Learner:
         self.version += 1
         self.uncommitted += items
         stale = (batch.versions >= 0) & (batch.mask > 0)
+        gen_versions = batch.versions[batch.versions >= 0]
         stats.update(step=self.step_no, version=self.version, samples=len(items),
+                     behaviour_version_max=float(gen_versions.max()) if gen_versions.numel() else -1.0,
                      reward_mean=float(batch.seq_reward.mean()),
                      staleness=float((self.version - 1 - batch.versions[stale]).float().mean()) if stale.any() else 0.0,
                      step_s=time.perf_counter() - t0)
