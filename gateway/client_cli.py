@@ -87,7 +87,7 @@ def _print_job(job: dict) -> None:
     for state, t in job.get("state_times", {}).items():
         print(f"  {state:<10} {_ts(t)}")
     if s.get("step") is not None:
-        bar = _bar(s["step"] + 1, spec["learner"]["steps"])
+        bar = _bar(s["step"], spec["learner"]["steps"])
         print(f"progress  {bar}  {_metrics_text(s.get('metrics', {}))}")
     if s.get("checkpoints"):
         print(f"checkpoints {s['checkpoints']} (latest {s.get('last_checkpoint')})")
@@ -142,7 +142,7 @@ def _watch(args, job_id: str, follow: bool) -> int:
     for kind, ev in _events(args, job_id, follow):
         when = datetime.fromtimestamp(ev.get("time", time.time())).strftime("%H:%M:%S")
         if kind == "step":
-            line = f"{when} step {_bar(ev['step'] + 1, total)} {_metrics_text(ev.get('metrics', {}))}"
+            line = f"{when} step {_bar(ev['step'], total)} {_metrics_text(ev.get('metrics', {}))}"
             if tty:
                 print("\r" + line[:200].ljust(100), end="", flush=True)
                 on_bar = True

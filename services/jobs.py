@@ -155,7 +155,8 @@ class StatusEvent(_Event):
 
 
 class StepEvent(_Event):
-    """One optimizer step of the learner; put the mean reward under REWARD_METRIC."""
+    """One optimizer step of the learner; `step` counts the steps done (1 after the first), so the last
+    event of a finished job has step == learner.steps. Put the mean reward under REWARD_METRIC."""
     type: Literal["step"] = "step"
     step: int = Field(ge=0)
     policy_version: int | None = None

@@ -64,13 +64,13 @@ class ProbeActor:
             handle.episodes.remote(req).result(timeout_s=120)
             batch = queue.get("probe", count=16, block_ms=2000)
             rewards = [item.trajectory.reward for item in batch.items]
-            publish_event(r, StepEvent(job_id=self.job_id, step=step, policy_version=0,
+            publish_event(r, StepEvent(job_id=self.job_id, step=step + 1, policy_version=0,
                                        metrics={"reward_mean": sum(rewards) / max(len(rewards), 1),
                                                 "trajectories": float(len(rewards))}))
             queue.ack(batch)
             if (step + 1) % every == 0:
                 path = self.spec["model"]["path"]  # untrained: the job's own model
-                publish_event(r, CheckpointEvent(job_id=self.job_id, step=step, path=path))
+                publish_event(r, CheckpointEvent(job_id=self.job_id, step=step + 1, path=path))
         while self.hold and not r.exists(release_key(self.job_id)):
             time.sleep(0.2)
 

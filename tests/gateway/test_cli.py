@@ -16,7 +16,7 @@ def test_submit_status_jobs_logs_cancel(gateway_server, gw_redis, tmp_path, caps
     spec.write_text(SPEC_YAML)
     assert submit_main([str(spec), *me]) == 0
     jid = capsys.readouterr().out.split()[1]
-    publish_event(gw_redis, StepEvent(job_id=jid, step=0, metrics={"reward_mean": 0.5}))
+    publish_event(gw_redis, StepEvent(job_id=jid, step=1, metrics={"reward_mean": 0.5}))
 
     assert status_main([jid, *me]) == 0
     out = capsys.readouterr().out

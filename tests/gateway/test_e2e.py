@@ -66,12 +66,12 @@ def test_job_lifecycle_chat_steer_restart(ray_session, serve_url, tiny_model_pat
     try:
         with client(first.url, ADMIN_KEY) as c:
             jid = c.post("/v1/jobs", json=spec(tiny_model_path)).json()["id"]
-            job = wait_for(c, jid, lambda j: j["state"] != "queued" and j["summary"]["step"] == 2)
+            job = wait_for(c, jid, lambda j: j["state"] != "queued" and j["summary"]["step"] == 3)
             assert job["state"] == "running", job
             assert {rollout_app_name(jid), judge_app_name(jid)} <= apps()
             assert set(job["components"]) == {"rollout", "judge", LEARNER}
             curve = c.get(f"/v1/jobs/{jid}/metrics").json()
-            assert curve["steps"] == [0, 1, 2] and len(curve["reward"]) == 3
+            assert curve["steps"] == [1, 2, 3] and len(curve["reward"]) == 3
             assert all(r is not None and r <= 0 for r in curve["reward"])  # the random model never solves it
             assert [ck["path"] for ck in curve["checkpoints"]] == [tiny_model_path]
             # the runner reports the job's trajectory queue (every few seconds): 3 steps x 2 trajectories
