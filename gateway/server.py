@@ -140,6 +140,15 @@ def main(argv: list[str] | None = None) -> int:
             from gateway.app import build_asgi
             uvicorn.run(build_asgi(settings), host=args.host, port=args.port, log_level="info")
     finally:
+        if not base.ray_address:  # we started a local head: take Serve and Ray down with us
+            try:
+                import ray
+                from ray import serve
+                if ray.is_initialized():
+                    serve.shutdown()
+                    ray.shutdown()
+            except Exception:  # shutting down anyway
+                pass
         if redis_server is not None:
             redis_server.stop()
     return 0
