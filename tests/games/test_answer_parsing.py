@@ -5,15 +5,8 @@ from __future__ import annotations
 import json
 
 from games.parsing import parse_four_blocks, parse_hidden_cot, parse_payoff_json, parse_think_answer
+from tests.games.worked_example import CELLS
 
-CELLS = {
-    "DQ_AQ": (4.1, 3.5),
-    "DQ_CQ": (3.6, 2),
-    "DQ_DA": (2.8, 4.1),
-    "VQ_AQ": (3, 2.8),
-    "VQ_CQ": (1, 1.3),
-    "VQ_DA": (1, 1),
-}
 PAYOFF_JSON = json.dumps({k: {"LLM": v[0], "user": v[1]} for k, v in CELLS.items()})
 
 

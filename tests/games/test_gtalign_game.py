@@ -10,15 +10,8 @@ import pytest
 
 from games.data import GTALIGN_SETS, load_gtalign, shared_data_dir
 from games.gtalign_game import GTAlignGame
+from tests.games.worked_example import CELLS
 
-CELLS = {
-    "DQ_AQ": (4.1, 3.5),
-    "DQ_CQ": (3.6, 2),
-    "DQ_DA": (2.8, 4.1),
-    "VQ_AQ": (3, 2.8),
-    "VQ_CQ": (1, 1.3),
-    "VQ_DA": (1, 1),
-}
 GOOD = (
     "<thinking>Clear question, answer directly.</thinking><payoff>"
     + json.dumps({k: {"LLM": a, "user": b} for k, (a, b) in CELLS.items()})

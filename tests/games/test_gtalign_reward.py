@@ -10,15 +10,8 @@ import pytest
 from games.gtalign_reward import logistic_band, reasoning_penalty, score_output, utilities
 from games.payoff import PayoffMatrix, pareto_frontier
 from games.welfare import WELFARE, cobb_douglas, get_welfare, linear, nash_product
+from tests.games.worked_example import CELLS
 
-CELLS = {
-    "DQ_AQ": (4.1, 3.5),
-    "DQ_CQ": (3.6, 2.0),
-    "DQ_DA": (2.8, 4.1),
-    "VQ_AQ": (3.0, 2.8),
-    "VQ_CQ": (1.0, 1.3),
-    "VQ_DA": (1.0, 1.0),
-}
 TOL = 1e-6  # the spec prints six decimals
 
 
