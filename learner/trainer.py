@@ -16,6 +16,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from learner import algorithms, checkpoint
+from learner import metrics as learner_metrics
 from learner.batch import collate, complete_groups
 from services.config import redis_client
 from services.jobspec import Algorithm, Hyper, JobSpec
@@ -191,9 +192,13 @@ class Learner:
                 stats.update(self.push())
             self.queue.set_learner_version(self.version)
         if self.step_no % self.cfg.checkpoint_every == 0:
+            t_ckpt = time.perf_counter()
             path = self.commit()
+            stats["checkpoint_s"] = time.perf_counter() - t_ckpt
             if path is not None:
                 stats["checkpoint"] = str(path)
+        if self.rank == 0:
+            learner_metrics.observe_step(self.cfg.job_id, stats)
         self.history.append(stats)
         return stats
 

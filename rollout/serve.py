@@ -15,9 +15,11 @@ import uuid
 from typing import Any, Literal
 
 from fastapi import FastAPI, HTTPException
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
+from rollout import metrics as rollout_metrics
 from rollout.engine import GenOutput, GenRequest, SamplingParams, UpdateMode
 
 log = logging.getLogger(__name__)
@@ -103,7 +105,12 @@ class RolloutReplica:
     # ------------------------------------------------------------------ batching
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def _generate_batch(self, requests: list[GenRequest]) -> list[GenOutput]:
-        return await asyncio.to_thread(self.engine.generate, requests)
+        t0 = time.perf_counter()
+        outs = await asyncio.to_thread(self.engine.generate, requests)
+        rollout_metrics.observe_batch(self.cfg.job_id or "adhoc", self.replica_id, outs,
+                                      sum(len(r.prompt_ids) for r in requests), time.perf_counter() - t0,
+                                      self.engine.version)
+        return outs
 
     async def generate(self, request: GenRequest) -> GenOutput:
         """Native token-level generation (DeploymentHandle callers)."""
@@ -158,6 +165,7 @@ class RolloutReplica:
         runner = EpisodeRunner(self.engine, lambda: make_env(req.env), self.cfg.job_id or "adhoc", req.env,
                                req.sampling, max_turns=req.max_turns, scorer=scorer)
         eps, trajs = await asyncio.to_thread(runner.run_group, req.seed, req.group_size)
+        rollout_metrics.EPISODES.labels(self.cfg.job_id or "adhoc", self.replica_id, req.env).inc(len(eps))
         ids = await asyncio.to_thread(self.queue.put_many, trajs) if req.enqueue else []
         return {"episodes": [e.model_dump(mode="json") for e in eps],
                 "trajectories": [{"id": t.id, "role": t.role, "tokens": len(t.token_ids),
@@ -169,6 +177,12 @@ class RolloutReplica:
     async def healthz(self) -> dict:
         return {"ok": self.receiver is None or self.receiver.healthy, "replica": self.replica_id,
                 "version": self.engine.version, "engine": self.engine.name, "pid": os.getpid()}
+
+    @api.get("/metrics", response_class=PlainTextResponse)
+    async def metrics(self) -> PlainTextResponse:
+        from services.metrics import render
+
+        return PlainTextResponse(render().decode())
 
     @api.get("/v1/version")
     async def version(self) -> dict:

@@ -96,7 +96,7 @@ def test_preference_and_safety_commands(tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_score_through_ray_serve(ray_session, tmp_path, capsys) -> None:
+def test_score_through_ray_serve(serve_url, tmp_path, capsys) -> None:
     src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write_jsonl(src, records()[:7])
     assert main(["score", "--input", str(src), "--output", str(dst), "--serve", "--num-cpus", "0.25"]) == 0

@@ -27,7 +27,7 @@ def test_deployment_options() -> None:
 
 
 @pytest.mark.slow
-def test_transformers_judge_through_ray_serve(ray_session, tiny_model_path) -> None:
+def test_transformers_judge_through_ray_serve(serve_url, tiny_model_path) -> None:
     from ray import serve
 
     from judge.serve import deploy

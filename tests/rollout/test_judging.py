@@ -22,7 +22,7 @@ def _episode(text: str) -> Episode:
 
 
 @pytest.mark.slow
-def test_gtalign_rewards_come_from_the_judge_deployment(ray_session):
+def test_gtalign_rewards_come_from_the_judge_deployment(serve_url):
     from ray import serve
 
     from judge.config import JudgeConfig

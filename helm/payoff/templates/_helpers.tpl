@@ -1,0 +1,109 @@
+{{- define "payoff.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "payoff.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "payoff.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "payoff.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "payoff.labels" -}}
+{{ include "payoff.selectorLabels" . }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "payoff.secretName" -}}
+{{- default (printf "%s-api-keys" (include "payoff.fullname" .)) .Values.apiKeys.existingSecret -}}
+{{- end -}}
+
+{{- define "payoff.redisUrl" -}}
+{{- if .Values.redis.enabled -}}
+{{- printf "redis://%s-redis:6379/0" (include "payoff.fullname" .) -}}
+{{- else -}}
+{{- required "redis.externalUrl is required when redis.enabled=false" .Values.redis.externalUrl -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Container env shared by every Ray pod: Redis, secrets from the Secret, offline HF. */}}
+{{- define "payoff.rayEnv" -}}
+- name: REDIS_URL
+  value: {{ include "payoff.redisUrl" . | quote }}
+- name: PAYOFF_ADMIN_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "payoff.secretName" . }}
+      key: PAYOFF_ADMIN_KEY
+- name: PAYOFF_API_KEY_PEPPER
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "payoff.secretName" . }}
+      key: PAYOFF_API_KEY_PEPPER
+- name: PAYOFF_DATA_DIR
+  value: /data/payoff
+{{- end -}}
+
+{{/* Pod template of a Ray node. Args: dict "root" $ "group" <values> "nodeType" head|worker "gpus" int */}}
+{{- define "payoff.rayPodTemplate" -}}
+{{- $root := .root -}}
+metadata:
+  labels:
+    {{- include "payoff.labels" $root | nindent 4 }}
+    app.kubernetes.io/component: ray-{{ .nodeType }}
+spec:
+  {{- with $root.Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .group.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .group.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  containers:
+    - name: ray-{{ .nodeType }}
+      image: "{{ $root.Values.image.repository }}:{{ $root.Values.image.tag }}"
+      imagePullPolicy: {{ $root.Values.image.pullPolicy | default "IfNotPresent" }}
+      env:
+        {{- include "payoff.rayEnv" $root | nindent 8 }}
+      ports:
+        {{- if eq .nodeType "head" }}
+        - {containerPort: 6379, name: gcs}
+        - {containerPort: 8265, name: dashboard}
+        - {containerPort: 10001, name: client}
+        {{- end }}
+        - {containerPort: 8000, name: serve}
+        - {containerPort: 8080, name: metrics}
+      {{- $res := deepCopy (default dict .group.resources) }}
+      {{- if gt (int .gpus) 0 }}
+      {{- $_ := set $res "requests" (merge (dict "nvidia.com/gpu" (int .gpus)) (default dict $res.requests)) }}
+      {{- $_ := set $res "limits" (merge (dict "nvidia.com/gpu" (int .gpus)) (default dict $res.limits)) }}
+      {{- end }}
+      {{- with $res }}
+      resources:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      volumeMounts:
+        - {name: payoff-data, mountPath: /data/payoff}
+        - {name: dshm, mountPath: /dev/shm}
+  volumes:
+    - name: payoff-data
+      emptyDir: {}
+    - name: dshm
+      emptyDir: {medium: Memory}
+{{- end -}}

@@ -1,0 +1,61 @@
+"""Prometheus metrics of the learner, on the shared services.metrics registry (names `payoff_learner_*`).
+
+`observe_step` turns the stats dict `Trainer.train_step` returns into series, so the trainer only makes one
+call per step and the metric names live here.
+"""
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from services.metrics import REGISTRY
+
+_J = ["job"]
+
+STEPS = Counter("payoff_learner_steps_total", "Optimizer steps taken", _J, registry=REGISTRY)
+SAMPLES = Counter("payoff_learner_samples_total", "Trajectories trained on", _J, registry=REGISTRY)
+STEP_SECONDS = Histogram("payoff_learner_step_seconds", "Wall time of one train_step (forward+backward+update)",
+                         _J, registry=REGISTRY, buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
+LOSS = Gauge("payoff_learner_loss", "Last value of each loss term reported by the algorithm", ["job", "term"],
+             registry=REGISTRY)
+REWARD_MEAN = Gauge("payoff_learner_reward_mean", "Mean sequence reward of the last batch", _J, registry=REGISTRY)
+STALENESS = Gauge("payoff_learner_staleness_versions", "Mean policy-version lag of the last batch", _J,
+                  registry=REGISTRY)
+POLICY_VERSION = Gauge("payoff_learner_policy_version", "Learner's current policy version", _J, registry=REGISTRY)
+SYNC_SECONDS = Histogram("payoff_learner_weight_sync_seconds", "Duration of one weight push to rollout replicas",
+                         _J, registry=REGISTRY, buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60))
+SYNC_BYTES = Counter("payoff_learner_weight_sync_bytes_total", "Bytes pushed to rollout replicas", _J,
+                     registry=REGISTRY)
+SYNC_FAILURES = Counter("payoff_learner_weight_sync_failures_total", "Replicas a weight push failed to reach",
+                        _J, registry=REGISTRY)
+CHECKPOINT_SECONDS = Histogram("payoff_learner_checkpoint_seconds", "Time to write a checkpoint and ack", _J,
+                               registry=REGISTRY, buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
+
+# stats keys the algorithms report that are loss terms (or KL) rather than bookkeeping
+_NOT_LOSS = {"step", "version", "samples", "reward_mean", "staleness", "step_s", "push_s", "push_bytes",
+             "push_ok", "push_failed", "checkpoint", "checkpoint_s"}
+
+
+def observe_step(job: str, stats: dict) -> None:
+    """Record one train_step's stats (never raises: metrics must not break training)."""
+    try:
+        STEPS.labels(job).inc()
+        SAMPLES.labels(job).inc(stats.get("samples", 0))
+        if "step_s" in stats:
+            STEP_SECONDS.labels(job).observe(stats["step_s"])
+        if "reward_mean" in stats:
+            REWARD_MEAN.labels(job).set(stats["reward_mean"])
+        if "staleness" in stats:
+            STALENESS.labels(job).set(stats["staleness"])
+        if "version" in stats:
+            POLICY_VERSION.labels(job).set(stats["version"])
+        if "push_s" in stats:
+            SYNC_SECONDS.labels(job).observe(stats["push_s"])
+            SYNC_BYTES.labels(job).inc(stats.get("push_bytes", 0))
+            SYNC_FAILURES.labels(job).inc(stats.get("push_failed", 0))
+        if "checkpoint_s" in stats:
+            CHECKPOINT_SECONDS.labels(job).observe(stats["checkpoint_s"])
+        for k, v in stats.items():
+            if k not in _NOT_LOSS and isinstance(v, (int, float)) and not isinstance(v, bool):
+                LOSS.labels(job, k).set(float(v))
+    except Exception:  # pragma: no cover - defensive
+        pass
