@@ -174,6 +174,7 @@ class GTAlignScorer:
         out = [r for r in results if r is not None]
         for r in out:
             metrics.SCORED.labels(self.job, r.data_source).inc()
+            metrics.SCORE.labels(self.job, r.data_source).observe(r.score)
         if normalize_mode:
             normed = normalize([r.score for r in out], [r.data_source for r in out], normalize_mode)
             for r, y in zip(out, normed):

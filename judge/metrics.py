@@ -20,6 +20,8 @@ LATENCY = Histogram("payoff_judge_request_seconds", "Latency of one judge engine
                     registry=REGISTRY, buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
 SCORED = Counter("payoff_judge_scored_total", "Samples scored by a reward pipeline",
                  ["job", "data_source"], registry=REGISTRY)
+SCORE = Histogram("payoff_judge_score", "Distribution of reward scores the judge produced", ["job", "data_source"],
+                  registry=REGISTRY, buckets=(-1, -0.5, 0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 2))
 
 
 def failure_reason(error: str | None) -> str:

@@ -30,13 +30,23 @@ SYNC_FAILURES = Counter("payoff_learner_weight_sync_failures_total", "Replicas a
 CHECKPOINT_SECONDS = Histogram("payoff_learner_checkpoint_seconds", "Time to write a checkpoint and ack", _J,
                                registry=REGISTRY, buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
 
+REWARD_BY_SOURCE = Gauge("payoff_learner_reward_by_source", "Sequence reward of the last batch per data_source",
+                         ["job", "data_source", "stat"], registry=REGISTRY)
+IDLE_SECONDS = Counter("payoff_learner_idle_seconds_total", "Seconds the learner waited for trajectories", _J,
+                       registry=REGISTRY)
+IDLE_RATIO = Gauge("payoff_learner_idle_ratio", "Share of the last step spent waiting for trajectories", _J,
+                   registry=REGISTRY)
+
 # stats keys the algorithms report that are loss terms (or KL) rather than bookkeeping
 _NOT_LOSS = {"step", "version", "samples", "reward_mean", "staleness", "step_s", "push_s", "push_bytes",
-             "push_ok", "push_failed", "checkpoint", "checkpoint_s"}
+             "push_ok", "push_failed", "checkpoint", "checkpoint_s", "wait_s", "idle_ratio",
+             "behaviour_version_max"}
 
 
-def observe_step(job: str, stats: dict) -> None:
-    """Record one train_step's stats (never raises: metrics must not break training)."""
+def observe_step(job: str, stats: dict, by_source: dict[str, tuple[float, float]] | None = None) -> None:
+    """Record one train_step's stats (never raises: metrics must not break training).
+    `by_source`: data_source -> (mean, std) of the batch's sequence rewards."""
+    by_source = by_source or {}
     try:
         STEPS.labels(job).inc()
         SAMPLES.labels(job).inc(stats.get("samples", 0))
@@ -54,6 +64,12 @@ def observe_step(job: str, stats: dict) -> None:
             SYNC_FAILURES.labels(job).inc(stats.get("push_failed", 0))
         if "checkpoint_s" in stats:
             CHECKPOINT_SECONDS.labels(job).observe(stats["checkpoint_s"])
+        if "wait_s" in stats:
+            IDLE_SECONDS.labels(job).inc(stats["wait_s"])
+            IDLE_RATIO.labels(job).set(stats.get("idle_ratio", 0.0))
+        for source, (mean, std) in by_source.items():
+            REWARD_BY_SOURCE.labels(job, source, "mean").set(mean)
+            REWARD_BY_SOURCE.labels(job, source, "std").set(std)
         for k, v in stats.items():
             if k not in _NOT_LOSS and isinstance(v, (int, float)) and not isinstance(v, bool):
                 LOSS.labels(job, k).set(float(v))

@@ -61,6 +61,13 @@ class LearnerConfig(BaseModel):
                    ref_reset_every=6 if spec.algorithm == "comal" else 0, **kw)
 
 
+def _reward_by_source(trajs: list[Trajectory]) -> dict[str, tuple[float, float]]:
+    by: dict[str, list[float]] = {}
+    for t in trajs:
+        by.setdefault(t.data_source or t.env or "unknown", []).append(t.reward)
+    return {k: (float(torch.tensor(v).mean()), float(torch.tensor(v).std(unbiased=False))) for k, v in by.items()}
+
+
 class LearnerError(RuntimeError):
     pass
 
@@ -118,8 +125,10 @@ class Learner:
     # ------------------------------------------------------------------ batches
     def next_batch(self) -> list[Item]:
         """At least `batch_size` trajectories made of complete groups; partial groups stay held."""
-        deadline = time.monotonic() + self.cfg.get_timeout_s
+        started = time.monotonic()
+        deadline = started + self.cfg.get_timeout_s
         while True:
+            self._last_wait = time.monotonic() - started
             trajs = [i.trajectory for i in self.held]
             done, _ = complete_groups(trajs, self.cfg.group_size)
             if len(done) >= self.cfg.batch_size:
@@ -197,8 +206,11 @@ class Learner:
             stats["checkpoint_s"] = time.perf_counter() - t_ckpt
             if path is not None:
                 stats["checkpoint"] = str(path)
+        wait = getattr(self, "_last_wait", 0.0)
+        stats["wait_s"] = wait
+        stats["idle_ratio"] = wait / max(wait + stats["step_s"], 1e-9)
         if self.rank == 0:
-            learner_metrics.observe_step(self.cfg.job_id, stats)
+            learner_metrics.observe_step(self.cfg.job_id, stats, _reward_by_source(trajs))
         self.history.append(stats)
         return stats
 

@@ -5,6 +5,8 @@ replica so a replica that stopped receiving weight pushes shows up as a flat lin
 """
 from __future__ import annotations
 
+import time
+
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.metrics import REGISTRY
@@ -26,6 +28,12 @@ BUSY_SECONDS = Counter("payoff_rollout_busy_seconds_total",
                        "Seconds the engine spent generating (idle ratio = 1 - rate(busy))", _JR, registry=REGISTRY)
 
 
+IDLE_RATIO = Gauge("payoff_rollout_idle_ratio", "Share of the replica's lifetime the engine was not generating",
+                   _JR, registry=REGISTRY)
+_STARTED: dict[tuple[str, str], float] = {}
+_BUSY: dict[tuple[str, str], float] = {}
+
+
 def observe_batch(job: str, replica: str, outs, prompt_tokens: int, seconds: float, version: int) -> None:
     """Record one batched generate call (never raises: metrics must not break serving)."""
     try:
@@ -37,5 +45,9 @@ def observe_batch(job: str, replica: str, outs, prompt_tokens: int, seconds: flo
         BATCH_SIZE.labels(job, replica).observe(n)
         BUSY_SECONDS.labels(job, replica).inc(seconds)
         POLICY_VERSION.labels(job, replica).set(version)
+        key, now = (job, replica), time.monotonic()
+        started = _STARTED.setdefault(key, now - seconds)
+        _BUSY[key] = _BUSY.get(key, 0.0) + seconds
+        IDLE_RATIO.labels(job, replica).set(max(0.0, 1.0 - _BUSY[key] / max(now - started, 1e-9)))
     except Exception:  # pragma: no cover - defensive
         pass

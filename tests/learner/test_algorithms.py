@@ -41,3 +41,7 @@ def test_algorithm_steps(algorithm, engine, redis_url, redis_client, job_id, tin
     if algorithm == "comal":  # the reference moved to the current policy
         assert all(torch.equal(p, r) for p, r in zip(learner.base.parameters(), learner.ref.parameters()))
     assert queue.stats()["acked"] == 16
+    from services import metrics
+    text = metrics.render().decode()
+    assert f'payoff_learner_reward_by_source{{data_source="welfare-game",job="{job_id}",stat="mean"}}' in text
+    assert f'payoff_learner_idle_ratio{{job="{job_id}"}}' in text
