@@ -8,9 +8,9 @@ from collections import defaultdict
 import torch
 
 from learner import losses
-from learner.advantages import egae, group_advantages, role_conditioned
+from learner.advantages import egae, filter_groups_by_std, group_advantages, role_conditioned
 from learner.batch import TrainBatch, token_logprobs
-from services.jobspec import GROUP_ALGORITHMS, PREFERENCE_ALGORITHMS, TWO_ROLE_ALGORITHMS, Hyper
+from services.jobspec import PREFERENCE_ALGORITHMS, TWO_ROLE_ALGORITHMS, Hyper
 
 CRITIC_ALGORITHMS = frozenset({"ppo", "tppo"})
 
@@ -40,6 +40,12 @@ def policy_gradient_loss(algorithm: str, policy, batch: TrainBatch, hyper: Hyper
             seq = role_conditioned(seq, batch.roles)
         adv = torch.tensor(seq, dtype=torch.float32, device=mask.device)[:, None].expand_as(mask)
         vloss = None
+        if hyper.group_filter_ratio < 1:  # GRL: train only on the groups whose rewards vary most
+            keep = filter_groups_by_std(batch.seq_reward.tolist(), batch.groups, hyper.group_filter_ratio)
+            rows = torch.zeros(len(batch), device=mask.device)
+            rows[keep] = 1.0
+            mask = mask * rows[:, None]
+            stats["groups_kept"] = float(len(set(batch.groups[i] for i in keep)))
     # Decoupled PPO: the proximal policy is the learner's own weights before this update (one epoch per
     # batch, so ratio = 1 at the start) and the gap to the stale behaviour policy that sampled the tokens
     # is corrected by truncated importance sampling.
@@ -141,7 +147,3 @@ def _win_rates(batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
 
 def is_preference(algorithm: str) -> bool:
     return algorithm in PREFERENCE_ALGORITHMS
-
-
-def is_grouped(algorithm: str) -> bool:
-    return algorithm in GROUP_ALGORITHMS | PREFERENCE_ALGORITHMS | TWO_ROLE_ALGORITHMS

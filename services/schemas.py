@@ -194,10 +194,3 @@ class WeightVersion(_Contract):
     def total_bytes(self) -> int:
         return sum(t.nbytes for t in self.tensors)
 
-
-def describe(obj: Any) -> str:
-    """One-line human description used in logs and error messages."""
-    if isinstance(obj, Trajectory):
-        return (f"trajectory {obj.id} (job {obj.job_id}, {len(obj.token_ids)} tokens, "
-                f"{obj.finish_reason}, versions {obj.oldest_version()}..{int(obj.versions.max())})")
-    return repr(obj)

@@ -45,3 +45,17 @@ def test_algorithm_steps(algorithm, engine, redis_url, redis_client, job_id, tin
     text = metrics.render().decode()
     assert f'payoff_learner_reward_by_source{{data_source="welfare-game",job="{job_id}",stat="mean"}}' in text
     assert f'payoff_learner_idle_ratio{{job="{job_id}"}}' in text
+
+
+def test_grl_group_filter_trains_only_the_most_varied_groups(engine, redis_url, redis_client, job_id,
+                                                            tiny_model_path, tmp_path):
+    from services.jobspec import Hyper
+    queue = TrajectoryQueue(redis_client, job_id, QueueConfig(max_len=100))
+    for g in range(4):
+        produce_group(engine, queue, job_id, group_size=4, seed=g)
+    cfg = LearnerConfig(job_id=job_id, redis_url=redis_url, model=tiny_model_path, algorithm="grpo",
+                        hyper=Hyper(group_filter_ratio=0.5), batch_size=8, group_size=4, learning_rate=1e-3,
+                        steps=2, checkpoint_every=2, checkpoint_dir=str(tmp_path), push_weights=False,
+                        get_timeout_s=30)
+    history = Learner(cfg).run()
+    assert [h["groups_kept"] for h in history] == [1.0, 1.0]  # 2 groups per batch, the top half kept
