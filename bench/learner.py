@@ -5,8 +5,10 @@ Ours runs the real asynchronous pipeline: a rollout process (transformers engine
 tokens per prompt, reward = digits in the completion, the same rule as the TRL run) feeding the job's
 Redis stream, and a learner process (GRPO, batches of 8 = 2 prompts x 4) pushing weights back after
 every step. TRL runs in its own venv (`make bench-env`): its transformers range differs from ours.
+Run i pairs our i-th window of `--steps` steps (one pipeline, after 2 warm-up steps) with the i-th fresh
+TRL process (train() timed, imports not), so the spread covers both sides' noise.
 
-    python -m bench.learner --trl-python .venv-bench/bin/python [--steps 20] [--json out.json]
+    python -m bench.learner --trl-python .venv-bench/bin/python [--steps 20] [--runs 3] [--json out.json]
 """
 from __future__ import annotations
 
@@ -14,12 +16,14 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.report import make_entry, write_results
 from bench.trl_grpo import PROMPTS
 
 
@@ -63,7 +67,8 @@ def _rollout(url: str, job: str, model: str, stop) -> None:
         k += 2
 
 
-def ours(model: str, steps: int) -> dict:
+def ours(model: str, steps: int, runs: int = 1) -> list[float]:
+    """Completions trained per second in each of `runs` consecutive windows of `steps` steps."""
     import torch
 
     from learner.trainer import Learner, LearnerConfig
@@ -77,49 +82,59 @@ def ours(model: str, steps: int) -> dict:
         proc = ctx.Process(target=_rollout, args=(server.url, "p4", model, stop), daemon=True)
         proc.start()
         cfg = LearnerConfig(job_id="p4", redis_url=server.url, model=model, algorithm="grpo", batch_size=8,
-                            group_size=4, learning_rate=1e-5, steps=steps + 2, checkpoint_every=10_000,
+                            group_size=4, learning_rate=1e-5, steps=steps * runs + 2, checkpoint_every=10_000,
                             checkpoint_dir=str(Path(d) / "ckpt"), get_timeout_s=300,
                             queue=QueueConfig(max_len=32, max_staleness=8))
         learner = Learner(cfg)
         learner.run(steps=2)  # warm-up: first batches wait for the rollout process to start
-        t0 = time.perf_counter()
-        learner.run(steps=steps + 2)
-        wall = time.perf_counter() - t0
+        rates = []
+        for w in range(runs):
+            t0 = time.perf_counter()
+            learner.run(steps=2 + steps * (w + 1))  # run() takes the total step count
+            rates.append(steps * 8 / (time.perf_counter() - t0))
         stop.set()
         proc.join(30)
         proc.kill()
-    return {"steps": steps, "seconds": wall, "completions_per_s": steps * 8 / wall}
+    return rates
+
+
+def trl(python: str, model: str, steps: int) -> float:
+    res = subprocess.run([python, str(Path(__file__).with_name("trl_grpo.py")), model, "--steps", str(steps)],
+                         capture_output=True, text=True, timeout=1800,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if res.returncode:
+        sys.exit(f"TRL run failed: {res.stderr[-2000:]}")
+    return float(json.loads(res.stdout.strip().splitlines()[-1])["completions_per_s"])
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench.learner", description=__doc__.split("\n")[0])
     p.add_argument("--model", default="tiny-qwen3")
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--runs", type=int, default=3)
     p.add_argument("--trl-python", default=".venv-bench/bin/python")
     p.add_argument("--json")
     args = p.parse_args(argv)
     from services.models import resolve_model
 
-    model = resolve_model(args.model)
-    mine = ours(model, args.steps)
-    print(f"payoff learner: {mine['completions_per_s']:.1f} completions/s", flush=True)
-    if not os.access(args.trl_python, os.X_OK):
+    if not os.access(args.trl_python, os.X_OK):  # fail before the minutes our side takes
         sys.exit(f"{args.trl_python} not found: run `make bench-env` first")
-    res = subprocess.run([args.trl_python, str(Path(__file__).with_name("trl_grpo.py")), model,
-                          "--steps", str(args.steps)], capture_output=True, text=True, timeout=1800,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    if res.returncode:
-        sys.exit(f"TRL run failed: {res.stderr[-2000:]}")
-    trl = json.loads(res.stdout.strip().splitlines()[-1])
-    ratio = mine["completions_per_s"] / trl["completions_per_s"]
-    print(f"TRL GRPOTrainer: {trl['completions_per_s']:.1f} completions/s\nP4 ratio {ratio:.2f} (goal >= 1.5)")
-    result = {"id": "P4", "name": "learner completions/s vs TRL GRPOTrainer", "ratio": ratio,
-              "ours_per_s": mine["completions_per_s"], "reference_per_s": trl["completions_per_s"],
-              "reference": "TRL 1.16 GRPOTrainer, CPU fp32, same tiny model/prompts/batch 8/group 4/32 tokens",
-              "runs": 1, "goal": ">= 1.5"}
+    model = resolve_model(args.model)
+    mine = ours(model, args.steps, args.runs)
+    print("payoff learner: " + ", ".join(f"{r:.1f}" for r in mine) + " completions/s", flush=True)
+    theirs = []
+    for i in range(args.runs):
+        theirs.append(trl(args.trl_python, model, args.steps))
+        print(f"TRL GRPOTrainer run {i + 1}/{args.runs}: {theirs[-1]:.1f} completions/s", flush=True)
+    entry = make_entry(
+        "P4", "learner completions/s vs TRL GRPOTrainer", [m / t for m, t in zip(mine, theirs)],
+        reference="TRL 1.16 GRPOTrainer, CPU fp32, same tiny model/prompts/batch 8/group 4/32 tokens",
+        goal=">= 1.5", details={"ours_per_s": statistics.median(mine), "steps_per_run": args.steps,
+                                "reference_per_s": statistics.median(theirs),
+                                "ours_per_s_runs": mine, "reference_per_s_runs": theirs})
+    print(f"P4 ratio {entry.ratio:.2f} (runs {', '.join(f'{r:.2f}' for r in entry.runs)}; goal >= 1.5)")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        write_results(args.json, [entry])
     return 0
 
 

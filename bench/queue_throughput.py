@@ -11,7 +11,6 @@ real system; a trajectory counts once it has been put, delivered, decoded, valid
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import re
@@ -22,6 +21,7 @@ import sys
 import tempfile
 import time
 
+from bench.report import make_entry, write_results
 from services.codec import encode
 from services.config import redis_client
 from services.queue import QueueConfig, TrajectoryQueue
@@ -125,16 +125,15 @@ def main(argv: list[str] | None = None) -> int:
             ratios.append(mine / ref)
             print(f"run {run + 1}/{args.runs}: queue {mine:,.0f} traj/s, redis-benchmark XADD {ref:,.0f} "
                   f"ops/s, ratio {mine / ref:.3f}", flush=True)
-    result = {"id": "P2", "name": "queue put+get+ack vs redis-benchmark XADD", "payload_bytes": payload,
-              "tokens": args.tokens, "ratio": statistics.median(ratios), "ratio_min": min(ratios),
-              "ratio_max": max(ratios), "ours_per_s": statistics.median(ours),
-              "reference": "redis-benchmark XADD -c 50 -P 1, same payload, same server",
-              "reference_per_s": statistics.median(refs), "runs": args.runs, "goal": ">= 0.5"}
-    print(f"P2 queue/XADD ratio {result['ratio']:.3f} (min {min(ratios):.3f}, max {max(ratios):.3f}; "
+    entry = make_entry("P2", "queue put+get+ack vs redis-benchmark XADD", ratios, reference=(
+        "redis-benchmark XADD -c 50 -P 1, same payload, same server"), goal=">= 0.5", details={
+        "payload_bytes": payload, "tokens": args.tokens, "trajectories_per_run": args.n,
+        "ours_per_s": statistics.median(ours), "reference_per_s": statistics.median(refs),
+        "ours_per_s_runs": ours, "reference_per_s_runs": refs})
+    print(f"P2 queue/XADD ratio {entry.ratio:.3f} (min {min(ratios):.3f}, max {max(ratios):.3f}; "
           f"payload {payload} B; goal >= 0.5)")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        write_results(args.json, [entry])
     return 0
 
 

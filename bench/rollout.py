@@ -3,17 +3,19 @@
 P5: generated tokens/s through the Ray Serve rollout deployment (concurrent requests, batched by Serve)
     vs the same engine called offline with the same batch.           goal >= 0.9
 P3: one weight push through services.weight_sync (manifest, Redis control plane, rendezvous, bucketed
-    broadcast, CRC check, unpack) to a receiver in another process vs a raw torch.distributed gloo
-    broadcast of the same bytes between two processes.              goal <= 1.2
+    broadcast, CRC check, unpack) to a receiver in another process vs a raw torch.distributed
+    broadcast of the same bytes between two processes (gloo on CPU; `--backend nccl` puts both
+    sides on GPUs, cuda:0 -> cuda:1, so it needs two).               goal <= 1.2
+Each run gives one ratio (P5: served/raw of the same batch; P3: push i / raw broadcast i).
 
     python -m bench.rollout [--model smollm2-135m] [--runs 3] [--json out.json]
+                            [--engine vllm] [--backend nccl]      # GPU machine, see bench/README.md
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import datetime
-import json
 import multiprocessing as mp
 import statistics
 import sys
@@ -22,6 +24,7 @@ import time
 
 import torch
 
+from bench.report import Entry, make_entry, write_results
 from rollout.engine import GenRequest, SamplingParams
 
 
@@ -32,7 +35,8 @@ def _requests(engine, n: int, tokens: int) -> list[GenRequest]:
             for i in range(n)]
 
 
-def p5_serve_vs_engine(model: str, batch: int, tokens: int, runs: int) -> dict:
+def p5_serve_vs_engine(model: str, batch: int, tokens: int, runs: int,
+                       engine_kind: str = "transformers") -> Entry:
     import ray
     from ray import serve
 
@@ -40,10 +44,16 @@ def p5_serve_vs_engine(model: str, batch: int, tokens: int, runs: int) -> dict:
     from rollout.serve import RolloutConfig, build_app
     from services.ray_utils import init_ray
 
-    engine = make_engine("transformers", model, threads=2)
+    gpu = torch.cuda.is_available()
+    # raw engine (this process) and the Serve replica share the machine: on a GPU each gets half of it
+    opts: dict = ({"gpu_memory_utilization": 0.4} if engine_kind == "vllm" and gpu else
+                  {"threads": 2} if engine_kind == "transformers" and not gpu else {})
+    engine = make_engine(engine_kind, model, **opts)
     raw, served = [], []
     init_ray(num_cpus=2)
-    handle = serve.run(build_app(RolloutConfig(model=model, cpus_per_replica=2, max_batch_size=batch,
+    handle = serve.run(build_app(RolloutConfig(model=model, engine=engine_kind, engine_options=opts,
+                                               cpus_per_replica=2 if not gpu else 1,
+                                               gpus_per_replica=0.5 if gpu else 0, max_batch_size=batch,
                                                batch_wait_s=0.05)), name="bench-rollout", route_prefix=None)
     reqs = _requests(engine, batch, tokens)
 
@@ -62,35 +72,59 @@ def p5_serve_vs_engine(model: str, batch: int, tokens: int, runs: int) -> dict:
     finally:
         serve.delete("bench-rollout")
         ray.shutdown()
-    ratio = statistics.median(s / r for s, r in zip(served, raw))
-    return {"id": "P5", "name": "rollout tokens/s through Ray Serve vs raw engine", "ratio": ratio,
-            "ours_per_s": statistics.median(served), "reference_per_s": statistics.median(raw),
-            "reference": f"transformers engine offline, same model ({model}), batch {batch} x {tokens} tokens",
-            "runs": runs, "goal": ">= 0.9"}
+    return make_entry(
+        "P5", "rollout tokens/s through Ray Serve vs raw engine", [s / r for s, r in zip(served, raw)],
+        reference=f"{engine_kind} engine offline, same model ({model}), batch {batch} x {tokens} tokens",
+        goal=">= 0.9", details={"ours_tok_per_s": statistics.median(served), "engine": engine_kind,
+                                "reference_tok_per_s": statistics.median(raw), "gpu": gpu,
+                                "ours_tok_per_s_runs": served, "reference_tok_per_s_runs": raw})
 
 
-def _raw_member(rank: int, port: int, nbytes: int, reps: int, out) -> None:
-    store = torch.distributed.TCPStore("127.0.0.1", port, 2, rank == 0,
-                                       timeout=datetime.timedelta(seconds=120))
-    pg = torch.distributed.ProcessGroupGloo(store, rank, 2, datetime.timedelta(seconds=120))
-    buf = torch.ones(nbytes, dtype=torch.uint8) if rank == 0 else torch.empty(nbytes, dtype=torch.uint8)
+def _device(backend: str, rank: int) -> torch.device:
+    """gloo: CPU; nccl: one GPU per member (NCCL refuses two ranks on one device)."""
+    if backend != "nccl":
+        return torch.device("cpu")
+    dev = torch.device("cuda", rank % torch.cuda.device_count())
+    torch.cuda.set_device(dev)
+    return dev
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":  # NCCL's wait() only orders streams; time until the bytes have landed
+        torch.cuda.synchronize(dev)
+
+
+def _raw_member(rank: int, port: int, nbytes: int, reps: int, backend: str, out) -> None:
+    timeout = datetime.timedelta(seconds=120)
+    store = torch.distributed.TCPStore("127.0.0.1", port, 2, rank == 0, timeout=timeout)
+    dev = _device(backend, rank)
+    if backend == "nccl":
+        opts = torch.distributed.ProcessGroupNCCL.Options()
+        opts._timeout = timeout
+        pg = torch.distributed.ProcessGroupNCCL(store, rank, 2, opts)
+    else:
+        pg = torch.distributed.ProcessGroupGloo(store, rank, 2, timeout)
+    buf = (torch.ones if rank == 0 else torch.empty)(nbytes, dtype=torch.uint8, device=dev)
     pg.broadcast([buf]).wait()  # warm-up
+    _sync(dev)
     times = []
     for _ in range(reps):
         pg.barrier().wait()
+        _sync(dev)
         t0 = time.perf_counter()
         pg.broadcast([buf]).wait()
+        _sync(dev)
         times.append(time.perf_counter() - t0)
     if rank == 0:
         out.put(times)
 
 
-def raw_broadcast(nbytes: int, reps: int) -> list[float]:
+def raw_broadcast(nbytes: int, reps: int, backend: str = "gloo") -> list[float]:
     from services.redis_server import free_port
 
     ctx, port = mp.get_context("spawn"), free_port()
     out = ctx.Queue()
-    procs = [ctx.Process(target=_raw_member, args=(r, port, nbytes, reps, out)) for r in (0, 1)]
+    procs = [ctx.Process(target=_raw_member, args=(r, port, nbytes, reps, backend, out)) for r in (0, 1)]
     for p in procs:
         p.start()
     times = out.get(timeout=600)
@@ -99,46 +133,49 @@ def raw_broadcast(nbytes: int, reps: int) -> list[float]:
     return times
 
 
-def _receiver(url: str, job: str, ready) -> None:
+def _receiver(url: str, job: str, backend: str, ready) -> None:
     from services.config import redis_client
     from services.weight_sync import WeightReceiver, WeightSyncConfig
 
     receiver = WeightReceiver(redis_client(url), job, "bench", lambda named, v: None,
+                              device=_device(backend, 1),
                               config=WeightSyncConfig(timeout_s=120, heartbeat_s=0.5)).start()
     ready.set()
     while receiver:  # the parent kills this process when done
         time.sleep(1)
 
 
-def p3_push_vs_broadcast(model: str, runs: int) -> dict:
+def p3_push_vs_broadcast(model: str, runs: int, backend: str = "gloo") -> Entry:
     from services.config import redis_client
     from services.models import load_model
     from services.redis_server import RedisServer
     from services.weight_sync import WeightSender, WeightSyncConfig
 
     m, _ = load_model(model)
-    named = list(m.state_dict().items())
+    named = [(k, t.to(_device(backend, 0))) for k, t in m.state_dict().items()]
     nbytes = sum(t.numel() * t.element_size() for _, t in named)
     ours = []
     with tempfile.TemporaryDirectory() as d, RedisServer(d) as server:
         ctx = mp.get_context("spawn")
         ready = ctx.Event()
-        proc = ctx.Process(target=_receiver, args=(server.url, "bench", ready), daemon=True)
+        proc = ctx.Process(target=_receiver, args=(server.url, "bench", backend, ready), daemon=True)
         proc.start()
         ready.wait(120)
-        sender = WeightSender(redis_client(server.url), "bench", WeightSyncConfig(timeout_s=120))
+        sender = WeightSender(redis_client(server.url), "bench",
+                              WeightSyncConfig(backend=backend, timeout_s=120))
         sender.push(named, version=1, replicas=["bench"])  # warm-up
         for v in range(runs):
             res = sender.push(named, version=2 + v, replicas=["bench"])
             assert res.ok == ["bench"], res.failed
             ours.append(res.seconds)
         proc.kill()
-    raw = raw_broadcast(nbytes, runs)
-    ratio = statistics.median(ours) / statistics.median(raw)
-    return {"id": "P3", "name": "weight push vs raw torch.distributed broadcast", "ratio": ratio,
-            "ours_s": statistics.median(ours), "reference_s": statistics.median(raw), "bytes": nbytes,
-            "reference": f"gloo broadcast of the same {nbytes / 2**20:.0f} MiB between two processes",
-            "runs": runs, "goal": "<= 1.2"}
+    raw = raw_broadcast(nbytes, runs, backend)
+    return make_entry(
+        "P3", "weight push vs raw torch.distributed broadcast", [o / r for o, r in zip(ours, raw)],
+        reference=f"{backend} broadcast of the same {nbytes / 2**20:.0f} MiB between two processes",
+        goal="<= 1.2", details={"ours_s": statistics.median(ours), "reference_s": statistics.median(raw),
+                                "bytes": nbytes, "backend": backend, "ours_s_runs": ours,
+                                "reference_s_runs": raw})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,21 +185,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tokens", type=int, default=32)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--only", choices=["P3", "P5"])
+    p.add_argument("--engine", choices=["transformers", "vllm"], default="transformers", help="P5 engine")
+    p.add_argument("--backend", choices=["gloo", "nccl"], default="gloo",
+                   help="P3 data plane; nccl needs two GPUs (sender cuda:0, receiver cuda:1)")
     p.add_argument("--json")
     args = p.parse_args(argv)
-    results = []
+    results: list[Entry] = []
     if args.only in (None, "P3"):
-        results.append(p3_push_vs_broadcast(args.model, args.runs))
-        print(f"P3 push/broadcast {results[-1]['ratio']:.2f}x ({results[-1]['ours_s']:.3f}s vs "
-              f"{results[-1]['reference_s']:.3f}s for {results[-1]['bytes'] / 2**20:.0f} MiB; goal <= 1.2)",
-              flush=True)
+        e = p3_push_vs_broadcast(args.model, args.runs, args.backend)
+        results.append(e)
+        print(f"P3 push/broadcast {e.ratio:.2f}x ({e.details['ours_s']:.3f}s vs "
+              f"{e.details['reference_s']:.3f}s for {e.details['bytes'] / 2**20:.0f} MiB, {args.backend}; "
+              "goal <= 1.2)", flush=True)
     if args.only in (None, "P5"):
-        results.append(p5_serve_vs_engine(args.model, args.batch, args.tokens, args.runs))
-        print(f"P5 serve/engine {results[-1]['ratio']:.2f}x ({results[-1]['ours_per_s']:.0f} vs "
-              f"{results[-1]['reference_per_s']:.0f} tok/s; goal >= 0.9)", flush=True)
+        e = p5_serve_vs_engine(args.model, args.batch, args.tokens, args.runs, args.engine)
+        results.append(e)
+        print(f"P5 serve/engine {e.ratio:.2f}x ({e.details['ours_tok_per_s']:.0f} vs "
+              f"{e.details['reference_tok_per_s']:.0f} tok/s, {args.engine}; goal >= 0.9)", flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"results": results}, f, indent=2)
+        write_results(args.json, results)
     return 0
 
 

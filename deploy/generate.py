@@ -4,8 +4,8 @@
     python deploy/generate.py --check  # exit 1 if anything is out of date (tests/deploy runs this)
 
 The metrics table is built from the shared Prometheus registry (every `payoff_*` metric the code registers);
-the Grafana dashboards are written to deploy/grafana/ and copied into the Helm chart (helm/payoff/dashboards/,
-which the chart's ConfigMap packs for the Grafana sidecar).
+the Grafana dashboards (overview, job detail, queue, rollout/judge, learner) are written to deploy/grafana/ and
+copied into the Helm chart (helm/payoff/dashboards/, which the chart's ConfigMap packs for the Grafana sidecar).
 """
 from __future__ import annotations
 
@@ -53,12 +53,35 @@ def series_names() -> set[str]:
     return names
 
 
+# Which process records each series (first matching prefix wins): it decides how the series reaches
+# Prometheus (deploy/README.md, "Metrics"). A new metric family must be placed here, or generate.py fails.
+RECORDED_IN = (
+    ("payoff_gateway_", "gateway"),
+    ("payoff_queue_depth", "gateway (job runner)"),
+    ("payoff_queue_pending", "gateway (job runner)"),
+    ("payoff_queue_lag", "gateway (job runner)"),
+    ("payoff_queue_put", "rollout replicas"),
+    ("payoff_queue_duplicate", "rollout replicas"),
+    ("payoff_queue_", "learner"),
+    ("payoff_rollout_", "rollout replicas"),
+    ("payoff_judge_", "judge replicas"),
+    ("payoff_learner_", "learner"),
+)
+
+
+def recorded_in(name: str) -> str:
+    for prefix, where in RECORDED_IN:
+        if name.startswith(prefix):
+            return where
+    raise KeyError(f"{name}: add it to RECORDED_IN in deploy/generate.py")
+
+
 def metrics_table() -> str:
-    rows = ["| metric | type | labels | description |", "|---|---|---|---|"]
+    rows = ["| metric | type | labels | recorded in | description |", "|---|---|---|---|---|"]
     for m in registered():
         shown = m["name"] + ("{_bucket,_sum,_count}" if m["type"] == "histogram" else "")
         rows.append(f"| `{shown}` | {m['type']} | {', '.join(f'`{x}`' for x in m['labels']) or '—'} "
-                    f"| {m['help'].replace('|', '/')} |")
+                    f"| {recorded_in(m['name'])} | {m['help'].replace('|', '/')} |")
     return "\n".join(rows)
 
 
@@ -76,24 +99,72 @@ def _panel(pid: int, title: str, exprs: list[tuple[str, str]], x: int, y: int, u
                         for i, (e, lf) in enumerate(exprs)]}
 
 
-def _dashboard(uid: str, title: str, panels: list[tuple]) -> dict:
+# the `job` variable: the payoff job ids the runner is reporting queue stats for (every running job has them)
+JOB_VALUES = "label_values(payoff_queue_depth, job)"
+
+
+def _dashboard(uid: str, title: str, panels: list[tuple], one_job: bool = False) -> dict:
+    """`one_job`: the `job` variable selects exactly one job (panels filter with job="$job"); otherwise
+    several or All (job=~"$job")."""
     built = []
     for i, p in enumerate(panels):
         title_, exprs, unit = p[0], p[1], (p[2] if len(p) > 2 else "short")
         built.append(_panel(i + 1, title_, exprs, x=(i % 2) * 12, y=(i // 2) * 8, unit=unit))
+    job_var = {"name": "job", "type": "query", "label": "payoff job", "includeAll": not one_job,
+               "multi": not one_job, "datasource": {"type": "prometheus", "uid": "${datasource}"},
+               "query": {"query": JOB_VALUES, "refId": "job"}, "definition": JOB_VALUES, "refresh": 2,
+               "sort": 1}
+    if not one_job:
+        job_var["allValue"] = ".*"
     return {
         "uid": uid, "title": title, "tags": ["payoff"], "schemaVersion": 39, "version": 1, "editable": True,
         "time": {"from": "now-1h", "to": "now"}, "refresh": "30s",
         "templating": {"list": [
             {"name": "datasource", "type": "datasource", "query": "prometheus", "label": "Data source"},
-            {"name": "job", "type": "query", "label": "payoff job", "includeAll": True, "multi": True,
-             "allValue": ".*", "datasource": {"type": "prometheus", "uid": "${datasource}"},
-             "query": {"query": "label_values(payoff_queue_depth, job)", "refId": "job"},
-             "definition": "label_values(payoff_queue_depth, job)", "refresh": 2}]},
+            job_var]},
         "annotations": {"list": []}, "panels": built}
 
 
+def _q(quantile: float, metric: str, by: str, sel: str) -> str:
+    return f"histogram_quantile({quantile}, sum by (le{by}) (rate({metric}_bucket{{{sel}}}[{RI}])))"
+
+
 J = 'job=~"$job"'
+J1 = 'job="$job"'
+# one job, everything about it (uid payoff-job). Series from several processes (Ray adds WorkerId, pod labels
+# come from the scrape) are aggregated explicitly, so each legend entry is one line.
+JOB_DETAIL = [
+    ("Reward mean / std by data_source", [(f'max by (data_source) (payoff_learner_reward_by_source{{{J1},stat="mean"}})', "mean {{data_source}}"),
+                                          (f'max by (data_source) (payoff_learner_reward_by_source{{{J1},stat="std"}})', "std {{data_source}}"),
+                                          (f"max(payoff_learner_reward_mean{{{J1}}})", "mean (all)")]),
+    ("Learner step time p50 / p95", [(_q(0.5, "payoff_learner_step_seconds", "", J1), "p50"),
+                                     (_q(0.95, "payoff_learner_step_seconds", "", J1), "p95")], "s"),
+    ("Learner samples/s, steps/s", [(f"sum(rate(payoff_learner_samples_total{{{J1}}}[{RI}]))", "samples/s"),
+                                    (f"sum(rate(payoff_learner_steps_total{{{J1}}}[{RI}]))", "steps/s")]),
+    ("Loss terms", [(f'max by (term) (payoff_learner_loss{{{J1},term!~".*kl.*"}})', "{{term}}")]),
+    ("KL", [(f'max by (term) (payoff_learner_loss{{{J1},term=~".*kl.*"}})', "{{term}}")]),
+    ("Policy version: learner vs each rollout replica", [(f"max(payoff_learner_policy_version{{{J1}}})", "learner"),
+                                                         (f"max by (replica) (payoff_rollout_policy_version{{{J1}}})", "{{replica}}")]),
+    ("Policy lag per replica (learner − replica, versions)", [(f"scalar(max(payoff_learner_policy_version{{{J1}}})) - max by (replica) (payoff_rollout_policy_version{{{J1}}})", "{{replica}}")]),
+    ("Queue depth / pending / lag", [(f"max(payoff_queue_depth{{{J1}}})", "depth"), (f"max(payoff_queue_pending{{{J1}}})", "pending"),
+                                     (f"max(payoff_queue_lag{{{J1}}})", "undelivered")]),
+    ("Dead letters, stale, redelivered (per interval)", [(f"sum(increase(payoff_queue_dead_letter_total{{{J1}}}[{RI}]))", "dead"),
+                                                         (f"sum(increase(payoff_queue_stale_total{{{J1}}}[{RI}]))", "stale"),
+                                                         (f"sum(increase(payoff_queue_redelivered_total{{{J1}}}[{RI}]))", "redelivered")]),
+    ("Trajectory staleness p95 (versions)", [(_q(0.95, "payoff_queue_staleness_versions", "", J1), "delivered p95"),
+                                             (f"max(payoff_learner_staleness_versions{{{J1}}})", "last batch mean")]),
+    ("Weight sync duration p50 / p95", [(_q(0.5, "payoff_learner_weight_sync_seconds", "", J1), "p50"),
+                                        (_q(0.95, "payoff_learner_weight_sync_seconds", "", J1), "p95")], "s"),
+    ("Weight sync bytes/s", [(f"sum(rate(payoff_learner_weight_sync_bytes_total{{{J1}}}[{RI}]))", "bytes/s")], "Bps"),
+    ("Failed weight pushes (per interval)", [(f"sum(increase(payoff_learner_weight_sync_failures_total{{{J1}}}[{RI}]))", "replicas not reached")]),
+    ("Idle ratio: learner and rollout replicas", [(f"max(payoff_learner_idle_ratio{{{J1}}})", "learner"),
+                                                  (f"1 - sum by (replica) (rate(payoff_rollout_busy_seconds_total{{{J1}}}[{RI}]))", "{{replica}}")], "percentunit"),
+    ("Rollout tokens/s per replica", [(f"sum by (replica) (rate(payoff_rollout_generated_tokens_total{{{J1}}}[{RI}]))", "{{replica}}")]),
+    ("Judge latency p50 / p95 by backend", [(_q(0.5, "payoff_judge_request_seconds", ", backend", J1), "p50 {{backend}}"),
+                                            (_q(0.95, "payoff_judge_request_seconds", ", backend", J1), "p95 {{backend}}")], "s"),
+    ("Judge failures/s by reason", [(f"sum by (reason) (rate(payoff_judge_failures_total{{{J1}}}[{RI}]))", "{{reason}}")]),
+    ("Judge failure ratio", [(f"sum(rate(payoff_judge_failures_total{{{J1}}}[{RI}])) / clamp_min(sum(rate(payoff_judge_requests_total{{{J1}}}[{RI}])), 1e-9)", "failed / requested")], "percentunit"),
+]
 DASHBOARDS = {
     "payoff-overview": _dashboard("payoff-overview", "payoff / overview", [
         ("Jobs by state", [("sum by (state) (payoff_gateway_jobs)", "{{state}}")]),
@@ -134,6 +205,7 @@ DASHBOARDS = {
         ("Judge retries/s, scored/s", [(f"sum by (backend) (rate(payoff_judge_retries_total{{{J}}}[{RI}]))", "retries {{backend}}"),
                                        (f"sum by (data_source) (rate(payoff_judge_scored_total{{{J}}}[{RI}]))", "scored {{data_source}}")]),
     ]),
+    "payoff-job": _dashboard("payoff-job", "payoff / job detail", JOB_DETAIL, one_job=True),
     "payoff-learner": _dashboard("payoff-learner", "payoff / learner", [
         ("Step time p50/p95", [(f"histogram_quantile(0.5, sum by (le, job) (rate(payoff_learner_step_seconds_bucket{{{J}}}[{RI}])))", "p50 {{job}}"),
                                (f"histogram_quantile(0.95, sum by (le, job) (rate(payoff_learner_step_seconds_bucket{{{J}}}[{RI}])))", "p95 {{job}}")], "s"),

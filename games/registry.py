@@ -15,7 +15,8 @@ from games.base import TextGame
 @dataclass(frozen=True)
 class EnvSpec:
     description: str
-    factory: Callable[[str | Path | None], TextGame]
+    factory: Callable[..., TextGame]
+    options: tuple[str, ...] = ()  # keyword options the factory accepts (JobSpec tasks[].options)
 
 
 def _sokoban(data: str | Path | None) -> TextGame:
@@ -78,6 +79,12 @@ def _kuhn(data: str | Path | None) -> TextGame:
     return KuhnPoker()
 
 
+def _strategy(data: str | Path | None, split: str = "all", heldout_every: int = 5) -> TextGame:
+    from games.strategy_game import StrategyGame
+
+    return StrategyGame.from_data(data, split=split, heldout_every=int(heldout_every))
+
+
 def _preference(data: str | Path | None) -> TextGame:
     from games.dynamics import COMAL_P
     from games.matrix_game import MatrixGame
@@ -96,6 +103,8 @@ ENVS: dict[str, EnvSpec] = {
     "blocksworld-2d": EnvSpec("GRL Blocksworld, ASCII drawing", _blocksworld("2d")),
     "math": EnvSpec("boxed-answer math (GTAlign math-hard questions)", _math),
     "gtalign": EnvSpec("GTAlign four-block dialogue game (judge scores it)", _gtalign),
+    "gtalign-strategy": EnvSpec("GTAlign strategy choice on ambig_qa, rewarded by mutual welfare",
+                                _strategy, ("split", "heldout_every")),
     "redteam": EnvSpec("attacker/defender red-team game with hidden CoT", _redteam),
     "tictactoe": EnvSpec("two-player TicTacToe", _tictactoe),
     "kuhn": EnvSpec("two-player Kuhn Poker", _kuhn),
@@ -103,9 +112,13 @@ ENVS: dict[str, EnvSpec] = {
 }
 
 
-def make_env(name: str, data: str | Path | None = None) -> TextGame:
+def make_env(name: str, data: str | Path | None = None, options: dict | None = None) -> TextGame:
     try:
         spec = ENVS[name]
     except KeyError:
         raise ValueError(f"unknown game {name!r}; choose from {', '.join(ENVS)}") from None
-    return spec.factory(data)
+    unknown = sorted(set(options or {}) - set(spec.options))
+    if unknown:
+        accepted = ", ".join(spec.options) or "none"
+        raise ValueError(f"game {name!r} does not take option(s) {unknown}; accepted: {accepted}")
+    return spec.factory(data, **(options or {}))

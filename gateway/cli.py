@@ -9,7 +9,7 @@ Commands:
   payoff judge ...     score model outputs with a judge
   payoff models ...    build / locate the built-in test models (tiny-qwen3, smollm2-135m)
   payoff redis ...     run the project's redis-server in the foreground
-  payoff demo          the largest real slice of the platform on this machine
+  payoff demo          train a real model end to end through the local stack (make demo)
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ COMMANDS = {
     "judge": ("judge.cli", "main", "score model outputs with a judge (GTAlign, preference, safety)"),
     "models": ("services.models", "main", "build or locate the built-in test models"),
     "redis": ("services.redis_server", "main", "run the project's redis-server in the foreground"),
-    "demo": ("services.demo", "main", "run the local demo slice"),
+    "demo": ("gateway.demo", "main", "train a model end to end through the local stack"),
 }
 
 

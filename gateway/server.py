@@ -72,6 +72,90 @@ class GatewayServer:
         self.stop()
 
 
+class LocalStack:
+    """Everything `payoff serve` starts, in this process: the project's redis-server, a local Ray head,
+    Ray Serve's proxy and the gateway with its job runner. For the demo and benchmarks, which then talk to
+    `url` with `admin_key` over REST like any client. Stops on exit what it started: a Ray (and Serve)
+    this process was already connected to, such as a test session's, is left running."""
+
+    def __init__(self, data_dir: Path, num_cpus: int | None = None, quiet: bool = True,
+                 max_concurrent_jobs: int = 1) -> None:
+        self.data_dir, self.num_cpus, self.quiet = Path(data_dir), num_cpus, quiet
+        self.max_jobs = max_concurrent_jobs
+        self.admin_key = "pyf_local_" + secrets.token_urlsafe(24)
+        self.redis = self.server = None
+        self._own_ray = False
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def start(self) -> LocalStack:
+        import ray
+        from ray import serve
+
+        from gateway.settings import GatewaySettings
+        from services.ray_utils import init_ray
+        from services.redis_server import RedisServer, free_port
+
+        self.redis = RedisServer(self.data_dir / "local-redis").start()
+        try:
+            self._own_ray = not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
+            init_ray(num_cpus=self.num_cpus, log_to_driver=not self.quiet)
+            serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
+            settings = GatewaySettings(redis_url=self.redis.url, data_dir=self.data_dir, admin_key=self.admin_key,
+                                       run_jobs=True, connect_ray=True, max_concurrent_jobs=self.max_jobs,
+                                       poll_s=0.5)
+            self.server = GatewayServer(settings).start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def client(self, timeout: float = 60.0):
+        import httpx
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.admin_key}"},
+                            timeout=timeout)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        if self._own_ray:
+            try:
+                import ray
+                from ray import serve
+                serve.shutdown()
+                ray.shutdown()
+            except Exception:  # shutting down anyway
+                pass
+            self._own_ray = False
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def wait_job(client, job_id: str, timeout_s: float, on_poll=None, poll_s: float = 2.0) -> dict:
+    """Poll GET /v1/jobs/{id} until the job ends (or cancel it after `timeout_s`); returns the record."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job = client.get(f"/v1/jobs/{job_id}").raise_for_status().json()
+        if on_poll:
+            on_poll(job)
+        if job["state"] in ("succeeded", "failed", "cancelled"):
+            return job
+        if time.monotonic() > deadline:
+            client.post(f"/v1/jobs/{job_id}/cancel")
+            raise TimeoutError(f"job {job_id} did not finish in {timeout_s:.0f} s: cancelled")
+        time.sleep(poll_s)
+
+
 def _secret_file(path: Path, make) -> str:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

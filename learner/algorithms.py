@@ -28,7 +28,7 @@ def policy_gradient_loss(algorithm: str, policy, batch: TrainBatch, hyper: Hyper
     """PPO / T-PPO (critic + EGAE), GRPO / RLOO (group baselines), GPO / self-red-team (role-conditioned
     group baselines). The proximal policy is the behaviour policy recorded by the engine, corrected for
     staleness by truncated importance sampling inside the clip."""
-    logp, logits = token_logprobs(policy, batch, with_logits=True)
+    logp, logits, kept = token_logprobs(policy, batch, with_logits=True)
     mask = batch.mask
     stats: dict[str, float] = {}
     if algorithm in CRITIC_ALGORITHMS:
@@ -54,7 +54,7 @@ def policy_gradient_loss(algorithm: str, policy, batch: TrainBatch, hyper: Hyper
                                           tis_cap=hyper.tis_cap)
     stats.update(pstats)
     if hyper.entropy_coef:
-        ent = losses.entropy(logits, mask)
+        ent = losses.entropy(logits, mask[:, kept])
         loss = loss - hyper.entropy_coef * ent
         stats["entropy"] = float(ent)
     if hyper.kl_coef and ref is not None:

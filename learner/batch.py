@@ -65,11 +65,25 @@ def collate(trajs: list[Trajectory], pad_id: int) -> TrainBatch:
 
 
 def token_logprobs(model: torch.nn.Module, batch: TrainBatch, with_logits: bool = False):
-    """log π(token_{t+1} | prefix_{≤t}) for every position, fp32 log-softmax."""
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention)
-    logits = out.logits[:, :-1].float()
-    logp = torch.gather(F.log_softmax(logits, -1), 2, batch.input_ids[:, 1:, None]).squeeze(-1)
-    return (logp, logits) if with_logits else logp
+    """log π(token_{t+1} | prefix_{≤t}), fp32 log-softmax, at every position some row trains on (0 elsewhere).
+
+    The LM head and the vocabulary-wide log-softmax run only at those positions (`logits_to_keep`): prompts
+    and earlier T-PPO windows are context, and with a 49k vocabulary the head dominates a small model's
+    step. With `with_logits`, also returns the kept logits [B, K, V] and their positions [K].
+    """
+    width = batch.input_ids.shape[1] - 1
+    keep = batch.mask.any(0).nonzero().squeeze(-1)
+    if keep.numel() == 0:
+        keep = torch.arange(width, device=batch.input_ids.device)
+    try:
+        out = model(input_ids=batch.input_ids, attention_mask=batch.attention, logits_to_keep=keep)
+        logits = out.logits.float()
+    except TypeError:  # a model without logits_to_keep: full logits, then select
+        out = model(input_ids=batch.input_ids, attention_mask=batch.attention)
+        logits = out.logits[:, keep].float()
+    lp = torch.gather(F.log_softmax(logits, -1), 2, batch.input_ids[:, keep + 1, None]).squeeze(-1)
+    logp = torch.zeros(len(batch), width, dtype=lp.dtype, device=lp.device).index_copy(1, keep, lp)
+    return (logp, logits, keep) if with_logits else logp
 
 
 def complete_groups(trajs: list[Trajectory], group_size: int) -> tuple[list[Trajectory], list[Trajectory]]:

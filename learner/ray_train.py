@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,6 +41,9 @@ def train_loop(config: dict) -> None:
     cfg = LearnerConfig.model_validate(config["learner"])
     strategy = config.get("strategy", "ddp")
     device = str(rt.get_device())
+    if device == "cpu":  # as many intra-op threads as the worker holds CPUs, no more (they share a node)
+        import torch
+        torch.set_num_threads(max(1, int(config.get("cpus_per_worker", 1))))
 
     def wrap(model):
         if world == 1:
@@ -50,8 +54,12 @@ def train_loop(config: dict) -> None:
     learner.restore()
     from services.jobs import CheckpointEvent, StepEvent, publish_event
 
+    last_report, last_ray = [0.0], [0.0]
+
     def report(stats: dict) -> None:
+        t0 = time.perf_counter()
         metrics = {k: v for k, v in stats.items() if isinstance(v, (int, float))}
+        metrics["report_s"] = last_report[0]  # the previous step's bookkeeping (events + Ray Train report)
         ckpt = stats.get("checkpoint")
         if rank == 0:  # the job's event stream: the gateway's SSE, reward curve and summary read it
             try:
@@ -63,8 +71,14 @@ def train_loop(config: dict) -> None:
                                                                   policy_version=int(stats["version"])))
             except Exception as e:  # metrics must never stop training
                 log.warning("could not publish step events: %s", e)
-        # our own checkpoint dir is the source of truth for resume; Ray gets a copy for its Result
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(ckpt) if ckpt else None)
+        # our own checkpoint dir is the source of truth for resume; Ray gets a copy for its Result. Ray
+        # Train holds one unconsumed report per worker and its controller drains it every ~2 s, so a
+        # report per step would cap the learner at one step per 2 s: report checkpoints, and metrics at
+        # most every 5 s (the job's event stream above carries every step).
+        if ckpt or t0 - last_ray[0] >= 5.0 or int(stats["step"]) >= cfg.steps:
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(ckpt) if ckpt else None)
+            last_ray[0] = time.perf_counter()
+        last_report[0] = time.perf_counter() - t0
 
     learner.run(on_step=report)
     if rank == 0 and config.get("export_dir"):
@@ -82,7 +96,7 @@ def build_trainer(learner: LearnerConfig, launch: TrainLaunch, export_dir: str |
     return TorchTrainer(
         train_loop,
         train_loop_config={"learner": learner.model_dump(), "strategy": launch.strategy,
-                           "export_dir": export_dir},
+                           "export_dir": export_dir, "cpus_per_worker": launch.cpus_per_worker},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo",
                                  timeout_s=int(launch.collective_timeout_s)),
         scaling_config=ScalingConfig(num_workers=launch.workers, use_gpu=use_gpu,

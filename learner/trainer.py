@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from learner import algorithms, checkpoint
 from learner import metrics as learner_metrics
 from learner.batch import collate, complete_groups
+from learner.critic import freeze_below
 from services.config import redis_client
 from services.jobspec import Algorithm, Hyper, JobSpec
 from services.queue import Batch, Item, QueueConfig, TrajectoryQueue
@@ -48,24 +49,33 @@ class LearnerConfig(BaseModel):
     queue: QueueConfig = Field(default_factory=QueueConfig)
     weight_sync: WeightSyncConfig = Field(default_factory=WeightSyncConfig)
     push_weights: bool = True
+    train_layers: int | None = Field(None, ge=1, description="Train only the top N blocks (see JobSpec).")
+    critic_layers: int | None = Field(None, ge=1, description="Value model from the first N blocks.")
     seed: int = 0
 
     @classmethod
     def from_job(cls, spec: JobSpec, job_id: str, redis_url: str, checkpoint_dir: str, **kw) -> LearnerConfig:
         ln = spec.learner
+        # critic algorithms need no whole groups (and T-PPO segments of one group finish at different steps)
+        group = 1 if algorithms.needs_critic(spec.algorithm) else spec.rollout.group_size
         return cls(job_id=job_id, redis_url=redis_url, model=spec.model.path, algorithm=spec.algorithm,
-                   hyper=spec.hyper, batch_size=ln.batch_size, group_size=spec.rollout.group_size,
+                   hyper=spec.hyper, batch_size=ln.batch_size, group_size=group,
                    learning_rate=ln.learning_rate, critic_learning_rate=ln.critic_learning_rate,
                    steps=ln.steps, push_every=ln.push_weights_every, checkpoint_every=ln.checkpoint_every,
                    checkpoint_dir=checkpoint_dir, queue=QueueConfig.for_job(spec), seed=spec.seed,
-                   ref_reset_every=6 if spec.algorithm == "comal" else 0, **kw)
+                   ref_reset_every=6 if spec.algorithm == "comal" else 0, train_layers=ln.train_layers,
+                   critic_layers=ln.critic_layers, **kw)
 
 
 def _reward_by_source(trajs: list[Trajectory]) -> dict[str, tuple[float, float]]:
     by: dict[str, list[float]] = {}
-    for t in trajs:
+    for t in (t for t in trajs if t.finished):  # an unfinished T-PPO segment has no reward yet
         by.setdefault(t.data_source or t.env or "unknown", []).append(t.reward)
     return {k: (float(torch.tensor(v).mean()), float(torch.tensor(v).std(unbiased=False))) for k, v in by.items()}
+
+
+def _trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
 
 
 class LearnerError(RuntimeError):
@@ -82,15 +92,19 @@ class Learner:
         self.device = torch.device(device)
         base, self.tokenizer = load_model(cfg.model)
         self.base = base.to(self.device).train()
+        if cfg.train_layers:
+            freeze_below(self.base, cfg.train_layers)
         self.policy = wrap(self.base) if wrap else self.base
-        self.opt = torch.optim.AdamW(self.policy.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
+        self.opt = torch.optim.AdamW(_trainable(self.policy), lr=cfg.learning_rate, weight_decay=0.0)
         self.critic = self.critic_opt = self.ref = None
         if algorithms.needs_critic(cfg.algorithm):
             from learner.critic import Critic
             from services.models import resolve_model
-            critic = Critic(resolve_model(cfg.model)).to(self.device)
+            critic = Critic(resolve_model(cfg.model), layers=cfg.critic_layers).to(self.device)
+            if cfg.train_layers:
+                freeze_below(critic, min(cfg.train_layers, len(critic.backbone.layers)))
             self.critic = wrap(critic) if wrap else critic
-            self.critic_opt = torch.optim.AdamW(self.critic.parameters(), lr=cfg.critic_learning_rate)
+            self.critic_opt = torch.optim.AdamW(_trainable(self.critic), lr=cfg.critic_learning_rate)
         if algorithms.needs_reference(cfg.algorithm, cfg.hyper):
             self.ref = load_model(cfg.model)[0].to(self.device).eval().requires_grad_(False)
         self.client = redis_client(cfg.redis_url)
@@ -189,9 +203,11 @@ class Learner:
         self.uncommitted += items
         stale = (batch.versions >= 0) & (batch.mask > 0)
         gen_versions = batch.versions[batch.versions >= 0]
-        stats.update(step=self.step_no, version=self.version, samples=len(items),
+        fin = batch.finished
+        if fin.any():  # T-PPO: unfinished segments carry no reward yet; the curve is over finished ones
+            stats["reward_mean"] = float(batch.seq_reward[fin].mean())
+        stats.update(step=self.step_no, version=self.version, samples=len(items), finished=float(fin.sum()),
                      behaviour_version_max=float(gen_versions.max()) if gen_versions.numel() else -1.0,
-                     reward_mean=float(batch.seq_reward.mean()),
                      staleness=float((self.version - 1 - batch.versions[stale]).float().mean()) if stale.any() else 0.0,
                      step_s=time.perf_counter() - t0)
         if self.ref is not None and self.cfg.ref_reset_every and self.step_no % self.cfg.ref_reset_every == 0:
@@ -217,7 +233,11 @@ class Learner:
     def push(self) -> dict[str, float]:
         if not (self.cfg.push_weights and self.sender):
             return {}
-        res = self.sender.push(list(self.base.state_dict().items()), self.version, self.step_no)
+        if self.cfg.train_layers:  # frozen weights never change on the replicas: push the trained ones
+            named = [(n, p.detach()) for n, p in self.base.named_parameters() if p.requires_grad]
+        else:
+            named = list(self.base.state_dict().items())
+        res = self.sender.push(named, self.version, self.step_no)
         if res.failed:
             log.warning("weight push v%d: %d replica(s) failed: %s", self.version, len(res.failed), res.failed)
         return {"push_s": res.seconds, "push_bytes": float(res.bytes), "push_ok": float(len(res.ok)),

@@ -28,6 +28,7 @@ class SamplingParams(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1)
     seed: int | None = None
     stop_token_ids: list[int] = Field(default_factory=list, description="In addition to the EOS token.")
+    ignore_eos: bool = Field(False, description="Generate exactly max_tokens (benchmarks with fixed lengths).")
 
 
 class GenRequest(BaseModel):

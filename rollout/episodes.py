@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rollout.engine import Engine, GenRequest, SamplingParams
+from services.jobspec import LengthProfile
 from services.schemas import NOT_GENERATED, Episode, Trajectory, Turn, new_id
 
 Scorer = Callable[[list[Episode]], list[dict[str, float]]]  # extra reward per role, one dict per episode
@@ -46,11 +47,11 @@ class EpisodeRunner:
     def __init__(self, engine: Engine, env_factory: Callable[[], object], job_id: str, env_name: str,
                  sampling: SamplingParams | None = None, max_turns: int = 8,
                  engines: dict[str, Engine] | None = None, scorer: Scorer | None = None,
-                 system_prompt: str | None = None):
+                 system_prompt: str | None = None, lengths: LengthProfile | None = None):
         self.engine, self.env_factory, self.job_id, self.env_name = engine, env_factory, job_id, env_name
         self.sampling = sampling or SamplingParams()
         self.max_turns, self.engines, self.scorer = max_turns, engines or {}, scorer
-        self.system_prompt = system_prompt
+        self.system_prompt, self.lengths = system_prompt, lengths
 
     def engine_for(self, role: str) -> Engine:
         return self.engines.get(role, self.engine)
@@ -96,8 +97,10 @@ class EpisodeRunner:
         for i, role in batch:
             track = tracks[i].setdefault(role, _RoleTrack())
             self._observe(engine, track, obs[i][role])
-            params = self.sampling.model_copy(update={"seed": None if self.sampling.seed is None
-                                                      else self.sampling.seed + seed * 1000 + i})
+            update = {"seed": None if self.sampling.seed is None else self.sampling.seed + seed * 1000 + i}
+            if self.lengths is not None:  # benchmarks: the member's drawn length, EOS ignored
+                update.update(max_tokens=self.lengths.draw(seed, i, self.sampling.max_tokens), ignore_eos=True)
+            params = self.sampling.model_copy(update=update)
             requests.append(GenRequest(prompt_ids=track.tokens, params=params))
         outputs = engine.generate(requests)
         for (i, role), out in zip(batch, outputs):

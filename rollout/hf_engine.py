@@ -105,7 +105,7 @@ class HFEngine(Engine):
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         gens = [torch.Generator().manual_seed(r.params.seed if r.params.seed is not None
                                               else random.getrandbits(63)) for r in reqs]
-        stops = [self._eos | set(r.params.stop_token_ids) for r in reqs]
+        stops = [set() if r.params.ignore_eos else self._eos | set(r.params.stop_token_ids) for r in reqs]
         out = [GenOutput(token_ids=[], logprobs=[], versions=[], finish_reason="length") for _ in reqs]
         active = [True] * b
         cache = None

@@ -36,10 +36,16 @@ _BUSY: dict[tuple[str, str], float] = {}
 
 def observe_batch(job: str, replica: str, outs, prompt_tokens: int, seconds: float, version: int) -> None:
     """Record one batched generate call (never raises: metrics must not break serving)."""
+    observe_generation(job, replica, len(outs), sum(len(o.token_ids) for o in outs), prompt_tokens,
+                       seconds, version)
+
+
+def observe_generation(job: str, replica: str, n: int, tokens: int, prompt_tokens: int, seconds: float,
+                       version: int) -> None:
+    """Record `n` sequences / `tokens` new tokens generated in `seconds` of engine time."""
     try:
-        n = len(outs)
         REQUESTS.labels(job, replica).inc(n)
-        TOKENS.labels(job, replica).inc(sum(len(o.token_ids) for o in outs))
+        TOKENS.labels(job, replica).inc(tokens)
         PROMPT_TOKENS.labels(job, replica).inc(prompt_tokens)
         BATCH_SECONDS.labels(job, replica).observe(seconds)
         BATCH_SIZE.labels(job, replica).observe(n)

@@ -21,6 +21,7 @@ from ray import serve
 
 from rollout import metrics as rollout_metrics
 from rollout.engine import GenOutput, GenRequest, SamplingParams, UpdateMode
+from services.jobspec import LengthProfile
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +64,30 @@ class ChatRequest(BaseModel):
 class EpisodeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     env: str
+    data: str | None = Field(None, description="Data file or set name for data-driven games.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Game options (JobSpec tasks[].options).")
     seed: int = 0
     group_size: int = Field(1, ge=1, le=64)
     max_turns: int = Field(4, ge=1, le=64)
     sampling: SamplingParams = Field(default_factory=SamplingParams)
     enqueue: bool = Field(False, description="Also write the trajectories to the job's Redis stream.")
+    lengths: LengthProfile | None = Field(None, description="Benchmarks: imposed long-tailed lengths.")
+
+
+class WindowStepRequest(BaseModel):
+    """One T-PPO step of this replica's windowed rollout for a task (rollout/tppo.py)."""
+    model_config = ConfigDict(extra="forbid")
+    env: str
+    data: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    batch_size: int = Field(8, ge=1, le=4096, description="Sequences kept active (successive batching).")
+    group_size: int = Field(1, ge=1, le=64)
+    window: int = Field(64, ge=1, description="T-PPO window l: new tokens per sequence per step.")
+    max_response_tokens: int = Field(256, ge=1, description="L_max.")
+    sampling: SamplingParams = Field(default_factory=SamplingParams)
+    first_seed: int = Field(0, ge=0, description="Episode seeds of this replica start here.")
+    enqueue: bool = True
+    lengths: LengthProfile | None = Field(None, description="Benchmarks: imposed long-tailed lengths.")
 
 
 api = FastAPI(title="payoff rollout replica")
@@ -99,6 +119,7 @@ class RolloutReplica:
             self.receiver = WeightReceiver(
                 client, self.cfg.job_id, self.replica_id, device=device, version=self.engine.version,
                 apply=lambda named, v: self.engine.load_weights(named, v, self.cfg.update_mode)).start()
+        self._windows: dict[str, tuple[asyncio.Lock, object]] = {}
         self._generate_batch.set_max_batch_size(self.cfg.max_batch_size)
         self._generate_batch.set_batch_wait_timeout_s(self.cfg.batch_wait_s)
 
@@ -151,27 +172,81 @@ class RolloutReplica:
 
     @api.post("/v1/episodes")
     async def episodes(self, req: EpisodeRequest) -> dict:
-        from games.registry import ENVS, make_env
         from rollout.episodes import EpisodeRunner
 
-        if req.env not in ENVS:
-            raise HTTPException(422, f"unknown env {req.env!r}; choose from {', '.join(ENVS)}")
         if req.enqueue and self.queue is None:
             raise HTTPException(409, "this replica belongs to no job: enqueue needs job_id and redis_url")
         scorer = None
         if self.cfg.judge_app:
             from rollout.judging import JudgeScorer
             scorer = JudgeScorer(self.cfg.judge_app)
-        runner = EpisodeRunner(self.engine, lambda: make_env(req.env), self.cfg.job_id or "adhoc", req.env,
-                               req.sampling, max_turns=req.max_turns, scorer=scorer)
+        make = self._env_factory(req.env, req.data, req.options)
+        runner = EpisodeRunner(self.engine, make, self.cfg.job_id or "adhoc", req.env,
+                               req.sampling, max_turns=req.max_turns, scorer=scorer, lengths=req.lengths)
+        t0 = time.perf_counter()
         eps, trajs = await asyncio.to_thread(runner.run_group, req.seed, req.group_size)
+        busy = time.perf_counter() - t0
+        rollout_metrics.observe_generation(self.cfg.job_id or "adhoc", self.replica_id, len(trajs),
+                                           sum(t.num_generated for t in trajs), sum(t.prompt_len for t in trajs),
+                                           busy, self.engine.version)
         rollout_metrics.EPISODES.labels(self.cfg.job_id or "adhoc", self.replica_id, req.env).inc(len(eps))
         ids = await asyncio.to_thread(self.queue.put_many, trajs) if req.enqueue else []
         return {"episodes": [e.model_dump(mode="json") for e in eps],
                 "trajectories": [{"id": t.id, "role": t.role, "tokens": len(t.token_ids),
                                   "generated": t.num_generated, "reward": t.reward,
                                   "versions": sorted(set(t.versions.tolist()) - {-1})} for t in trajs],
-                "enqueued": [i for i in ids if i]}
+                "enqueued": [i for i in ids if i], "busy_s": busy, "replica": self.replica_id}
+
+    @api.post("/v1/tppo/step")
+    async def tppo_step(self, req: WindowStepRequest) -> dict:
+        """Advance this replica's windowed rollout for the task by one window and enqueue its segments.
+        The rollout (its active, unfinished sequences) lives on the replica between calls."""
+        import json
+
+        from rollout.tppo import WindowedRollout
+
+        if req.enqueue and self.queue is None:
+            raise HTTPException(409, "this replica belongs to no job: enqueue needs job_id and redis_url")
+        if req.window > req.max_response_tokens:
+            raise HTTPException(422, f"window ({req.window}) is larger than max_response_tokens "
+                                     f"({req.max_response_tokens})")
+        key = json.dumps([req.env, req.data, req.options, req.batch_size, req.group_size, req.window,
+                          req.max_response_tokens, req.sampling.model_dump(),
+                          req.lengths and req.lengths.model_dump()], sort_keys=True)
+        if key not in self._windows:
+            scorer = None
+            if self.cfg.judge_app:
+                from rollout.judging import JudgeScorer
+                scorer = JudgeScorer(self.cfg.judge_app)
+            self._windows[key] = (asyncio.Lock(), WindowedRollout(
+                self.engine, self._env_factory(req.env, req.data, req.options), self.cfg.job_id or "adhoc",
+                req.env, req.batch_size, req.group_size, req.window, req.max_response_tokens, req.sampling,
+                first_seed=req.first_seed, scorer=scorer, lengths=req.lengths))
+        lock, rollout = self._windows[key]
+        async with lock:  # one step at a time per rollout: a sequence must not be in two steps
+            t0 = time.perf_counter()
+            segments = await asyncio.to_thread(rollout.step)
+            busy = time.perf_counter() - t0
+            rewards = list(rollout.last_rewards)
+        tokens = int(sum(int(t.loss_mask.sum()) for t in segments))
+        rollout_metrics.observe_generation(self.cfg.job_id or "adhoc", self.replica_id, len(segments), tokens,
+                                           sum(t.prompt_len for t in segments), busy, self.engine.version)
+        ids = await asyncio.to_thread(self.queue.put_many, segments) if req.enqueue else []
+        return {"segments": len(segments), "finished": sum(t.finished for t in segments),
+                "tokens": tokens, "rewards": rewards,
+                "enqueued": len([i for i in ids if i]), "busy_s": busy, "replica": self.replica_id,
+                "version": self.engine.version}
+
+    def _env_factory(self, env: str, data: str | None, options: dict):
+        from games.registry import ENVS, make_env
+
+        if env not in ENVS:
+            raise HTTPException(422, f"unknown env {env!r}; choose from {', '.join(ENVS)}")
+        try:
+            make_env(env, data, options)  # fail the request, not the rollout, on bad options or data
+        except (ValueError, FileNotFoundError) as e:
+            raise HTTPException(422, f"cannot build env {env!r}: {e}") from None
+        return lambda: make_env(env, data, options)
 
     @api.get("/healthz")
     async def healthz(self) -> dict:

@@ -7,6 +7,10 @@ every token keeps the version that produced it. Freed slots are refilled with ne
 so the batch stays full. Every step emits one Trajectory *segment* per active sequence: the whole
 sequence so far, with the loss mask on the tokens of this window only (earlier windows were trained on
 at earlier steps) and finish_reason 'window' until it finishes.
+
+Single-turn games only (a window boundary inside a multi-turn exchange has no clean meaning); games
+that need the judge are scored through the same episode `scorer` the EpisodeRunner uses, in one
+batched call per step.
 """
 from __future__ import annotations
 
@@ -18,7 +22,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rollout.engine import Engine, GenRequest, SamplingParams
-from services.schemas import NOT_GENERATED, Trajectory, new_id
+from services.jobspec import LengthProfile
+from services.schemas import NOT_GENERATED, Episode, Trajectory, Turn, new_id
+
+EpisodeScorer = Callable[[list[Episode]], list[dict[str, float]]]
 
 
 @dataclass
@@ -28,6 +35,8 @@ class _Seq:
     group_id: str
     seed: int
     prompt: list[int]
+    observation: str = ""
+    limit: int = 0  # this sequence's L_max (a drawn length under a LengthProfile)
     tokens: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     versions: list[int] = field(default_factory=list)
@@ -38,59 +47,90 @@ class WindowedRollout:
     def __init__(self, engine: Engine, env_factory: Callable[[], object], job_id: str, env_name: str,
                  batch_size: int, group_size: int, window: int, max_response_tokens: int,
                  sampling: SamplingParams | None = None, first_seed: int = 0,
-                 scorer: Callable[[object, str], float] | None = None):
+                 scorer: EpisodeScorer | None = None, lengths: LengthProfile | None = None):
         if window > max_response_tokens:
             raise ValueError(f"window ({window}) is larger than max_response_tokens ({max_response_tokens})")
         self.engine, self.env_factory, self.job_id, self.env_name = engine, env_factory, job_id, env_name
         self.batch_size, self.group_size = batch_size, group_size
         self.window, self.max_len = window, max_response_tokens
         self.sampling = sampling or SamplingParams()
-        self.scorer = scorer
+        self.scorer, self.lengths = scorer, lengths
+        if lengths is not None:
+            self.sampling = self.sampling.model_copy(update={"ignore_eos": True})
         self._seeds = itertools.count(first_seed)
         self.active: list[_Seq] = []
         self.finished = 0
+        self.last_rewards: list[float] = []  # rewards of the sequences finished by the latest step
 
     def _refill(self) -> None:
         while len(self.active) < self.batch_size:
             seed, group = next(self._seeds), new_id()
-            for _ in range(self.group_size):
+            for member in range(self.group_size):
                 env = self.env_factory()
                 obs = env.reset(seed)
                 role = env.current_role
                 prompt = self.engine.chat_prompt_ids([{"role": "user", "content": obs[role]}])
-                self.active.append(_Seq(env, new_id(), group, seed, prompt))
+                limit = self.lengths.draw(seed, member, self.max_len) if self.lengths else self.max_len
+                self.active.append(_Seq(env, new_id(), group, seed, prompt, observation=obs[role], limit=limit))
 
     def step(self) -> list[Trajectory]:
         """One T-PPO step: ≤ window tokens for every active sequence; returns this step's segments."""
         self._refill()
         reqs = [GenRequest(prompt_ids=s.prompt + s.tokens, params=self.sampling.model_copy(update={
-                    "max_tokens": min(self.window, self.max_len - len(s.tokens)),
+                    "max_tokens": min(self.window, s.limit - len(s.tokens)),
                     "seed": None if self.sampling.seed is None else
                     self.sampling.seed + zlib.crc32(f"{s.seed}/{s.episode_id}/{s.segment}".encode())}))
                 for s in self.active]
         outs = self.engine.generate(reqs)
-        segments, still = [], []
+        ended = []
         for s, out in zip(self.active, outs):
             start = len(s.tokens)
             s.tokens += out.token_ids
             s.logprobs += out.logprobs
             s.versions += out.versions
-            done = out.finish_reason == "stop" or len(s.tokens) >= self.max_len
-            reward = self._score(s) if done else 0.0
-            segments.append(self._segment(s, start, done, out.finish_reason, reward))
-            s.segment += 1
-            if done:
+            if out.finish_reason == "stop" or len(s.tokens) >= s.limit:
+                natural = out.finish_reason == "stop" or s.limit < self.max_len  # a drawn length is its EOS
+                ended.append((s, start, "stop" if natural else "length"))
+        rewards = self._score([s for s, _, _ in ended])
+        finished = {id(s): (start, reason, r) for (s, start, reason), r in zip(ended, rewards)}
+        segments, still = [], []
+        for s, out in zip(self.active, outs):
+            if id(s) in finished:
+                start, reason, r = finished[id(s)]
+                segments.append(self._segment(s, start, True, reason, r))
                 self.finished += 1
             else:
+                segments.append(self._segment(s, len(s.tokens) - len(out.token_ids), False, "window", 0.0))
                 still.append(s)
+            s.segment += 1
         self.active = still
+        self.last_rewards = rewards
         return segments
 
-    def _score(self, s: _Seq) -> float:
-        text = self.engine.tokenizer.decode(s.tokens, skip_special_tokens=True)
-        result = s.env.step(text)  # malformed text is penalised by the game, never raised
-        extra = self.scorer(s.env, text) if self.scorer else 0.0
-        return float(result.reward) + float(extra)
+    def _score(self, done: list[_Seq]) -> list[float]:
+        """The game's reward of each finished sequence (malformed text is penalised by the game, never
+        raised), plus the judge's where the game needs one."""
+        if not done:
+            return []
+        eps, rewards = [], []
+        for s in done:
+            text = self.engine.tokenizer.decode(s.tokens, skip_special_tokens=True)
+            result = s.env.step(text)
+            rewards.append(float(result.reward))
+            info = {k: v for k, v in result.info.items() if isinstance(v, (str, int, float, bool)) or v is None}
+            source = result.info.get("data_source") or getattr(s.env, "data_source", None)
+            ep = Episode(job_id=self.job_id, env=self.env_name, seed=s.seed, group_id=s.group_id, done=True,
+                         data_source=str(source) if source else None,
+                         turns=[Turn(role=s.env.roles[0], content=text, token_start=0, token_end=len(s.tokens),
+                                     reward=result.reward, info=info)],
+                         info={"observation": s.observation[:4000]})
+            if result.info.get("ground_truth") is not None:
+                ep.ground_truth = str(result.info["ground_truth"])
+            eps.append(ep)
+        if self.scorer:
+            for i, extra in enumerate(self.scorer(eps)):
+                rewards[i] += float(sum(extra.values()))
+        return rewards
 
     def _segment(self, s: _Seq, start: int, done: bool, finish: str, reward: float) -> Trajectory:
         n_p, n = len(s.prompt), len(s.prompt) + len(s.tokens)

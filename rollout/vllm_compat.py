@@ -27,11 +27,12 @@ def engine_kwargs(model_path: str, dtype: str, max_model_len: int, on_cpu: bool,
 
 
 def sampling_params(max_tokens: int, temperature: float, top_p: float, seed: int | None,
-                    stop_token_ids: list[int]):
+                    stop_token_ids: list[int], ignore_eos: bool = False):
     from vllm import SamplingParams
 
     return SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                          stop_token_ids=stop_token_ids or None, logprobs=0, detokenize=False)
+                          stop_token_ids=stop_token_ids or None, logprobs=0, detokenize=False,
+                          ignore_eos=ignore_eos)
 
 
 def tokens_prompt(ids: list[int]):

@@ -41,7 +41,8 @@ class VLLMEngine(Engine):
             return []
         prompts = [compat.tokens_prompt(r.prompt_ids) for r in requests]
         params = [compat.sampling_params(r.params.max_tokens, r.params.temperature, r.params.top_p,
-                                         r.params.seed, r.params.stop_token_ids) for r in requests]
+                                         r.params.seed, r.params.stop_token_ids, r.params.ignore_eos)
+                  for r in requests]
         with self._lock:
             version = self._version
             results = self._llm.generate(prompts, params, use_tqdm=False)

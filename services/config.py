@@ -9,9 +9,9 @@ import os
 from pathlib import Path
 
 import redis
+from pydantic import BaseModel, ConfigDict, Field
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
-from pydantic import BaseModel, ConfigDict, Field
 
 
 class Settings(BaseModel):

@@ -122,6 +122,8 @@ class JobSummary(BaseModel):
     checkpoints: int = 0
     last_checkpoint: str | None = None
     queue: dict[str, int] = Field(default_factory=dict, description="Trajectory queue counters.")
+    rollout: dict[str, float] = Field(default_factory=dict, description="Rollout counters of the job driver: "
+                                      "trajectories, finished sequences, tokens, engine busy seconds, idle ratio.")
 
 
 class JobRecord(BaseModel):
@@ -223,7 +225,12 @@ def read_summary(client: redis.Redis, job_id: str) -> JobSummary:
         checkpoints=int(raw.get("checkpoints", 0)),
         last_checkpoint=raw.get("last_checkpoint"),
         queue=json.loads(raw.get("queue", "{}")),
+        rollout=json.loads(raw.get("rollout", "{}")),
     )
+
+
+def publish_rollout_stats(client: redis.Redis, job_id: str, stats: dict[str, float]) -> None:
+    client.hset(summary_key(job_id), "rollout", json.dumps(stats))
 
 
 # ---------------------------------------------------------------- resources

@@ -23,7 +23,7 @@ TWO_ROLE_ALGORITHMS = frozenset({"gpo", "self_redteam"})
 # the names of games/registry.py (a test keeps the two lists equal)
 Environment = Literal[
     "sokoban", "sokoban-large", "tetris", "tetris-2-3", "tetris-2-4", "blocksworld", "blocksworld-1d",
-    "blocksworld-2d", "math", "gtalign", "redteam", "tictactoe", "kuhn", "preference",
+    "blocksworld-2d", "math", "gtalign", "gtalign-strategy", "redteam", "tictactoe", "kuhn", "preference",
 ]
 
 
@@ -66,6 +66,21 @@ class JudgeSpec(_Strict):
         return self
 
 
+class LengthProfile(_Strict):
+    """Benchmarking: every sequence ignores EOS and ends at a length drawn from a log-normal distribution
+    (clipped to [1, max_response_tokens]) — long-tailed reasoning lengths with any model, the way serving
+    benchmarks fix output lengths. The draw depends only on (episode seed, group member), so two runs of
+    one job (async and sync) see the same lengths."""
+    median_tokens: float = Field(32.0, gt=0)
+    sigma: float = Field(1.0, ge=0, description="Log-normal shape: 1.0 gives a p99/median ratio of ~10.")
+
+    def draw(self, seed: int, member: int, cap: int) -> int:
+        import math
+        import random
+        x = random.Random(seed * 7919 + member).lognormvariate(math.log(self.median_tokens), self.sigma)
+        return max(1, min(cap, int(round(x))))
+
+
 class RolloutSpec(_Strict):
     engine: Literal["transformers", "vllm"] = "transformers"
     replicas: int = Field(1, ge=1, le=1024)
@@ -77,6 +92,7 @@ class RolloutSpec(_Strict):
     top_p: float = Field(1.0, gt=0, le=1)
     max_prompt_tokens: int = Field(1024, ge=16)
     max_response_tokens: int = Field(256, ge=1, description="L_max: a response is finished for good here.")
+    response_lengths: LengthProfile | None = Field(None, description="Benchmarks: impose long-tailed lengths.")
 
 
 class LearnerSpec(_Strict):
@@ -90,6 +106,11 @@ class LearnerSpec(_Strict):
     learning_rate: float = Field(1e-5, gt=0)
     critic_learning_rate: float = Field(1e-5, gt=0)
     push_weights_every: int = Field(1, ge=1, description="Broadcast weights every K optimizer steps.")
+    train_layers: int | None = Field(None, ge=1, description="Train only the top N transformer blocks and the "
+                                     "final norm of policy and critic (the rest frozen; only trained weights "
+                                     "are pushed). None trains everything.")
+    critic_layers: int | None = Field(None, ge=1, description="PPO / T-PPO: build the value model from the "
+                                      "policy's first N blocks (a smaller critic). None: the whole model.")
     checkpoint_every: int = Field(50, ge=1)
 
     @model_validator(mode="after")

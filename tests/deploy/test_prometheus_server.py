@@ -1,5 +1,6 @@
-"""A real Prometheus server (Debian's package) scrapes a real payoff /metrics endpoint, loads the alert rules,
-and answers PromQL over its HTTP API. Bounded in time; the server is killed at the end."""
+"""A real Prometheus server (Debian's package) scrapes a real payoff /metrics endpoint with the shipped
+prometheus-local.yml job, loads the alert rules, and answers PromQL over its HTTP API. Bounded in time; the
+server is killed at the end."""
 from __future__ import annotations
 
 import json
@@ -64,6 +65,7 @@ def metrics_endpoint():
 
 
 def test_prometheus_scrapes_payoff_metrics_and_loads_alerts(tmp_path, metrics_endpoint):
+    import gateway.metrics  # noqa: F401  (registers payoff_gateway_*, e.g. the label-less rejected counter)
     from learner import metrics as lm
     from services.metrics import QUEUE_DEPTH
 
@@ -72,8 +74,8 @@ def test_prometheus_scrapes_payoff_metrics_and_loads_alerts(tmp_path, metrics_en
                           "push_bytes": 100.0, "push_failed": 0.0})
     QUEUE_DEPTH.labels(job).set(42)
 
-    # the shipped scrape config, pointed at our endpoint, with a fast interval
-    cfg = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    # the shipped scrape config of the gateway's /metrics, pointed at our endpoint, with a fast interval
+    cfg = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus-local.yml").read_text())
     cfg["global"]["scrape_interval"] = cfg["global"]["evaluation_interval"] = "1s"
     cfg["rule_files"] = [str(ROOT / "deploy" / "prometheus" / "alerts.yml")]
     cfg["scrape_configs"] = [c for c in cfg["scrape_configs"] if c["job_name"] == "payoff-gateway"]
@@ -88,8 +90,8 @@ def test_prometheus_scrapes_payoff_metrics_and_loads_alerts(tmp_path, metrics_en
     try:
         deadline = time.monotonic() + 30
         result = []
-        # payoff's `job` label clashes with the scrape job's, so Prometheus keeps it as exported_job
-        q = urllib.parse.quote(f'payoff_learner_steps_total{{exported_job="{job}"}}')
+        # honor_labels: payoff's `job` label (the payoff job id) wins over the scrape job's name
+        q = urllib.parse.quote(f'payoff_learner_steps_total{{job="{job}"}}')
         while time.monotonic() < deadline:
             assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()[-2000:]
             try:
@@ -101,10 +103,16 @@ def test_prometheus_scrapes_payoff_metrics_and_loads_alerts(tmp_path, metrics_en
             time.sleep(0.5)
         assert result, "no scraped series after 30 s: " + (tmp_path / "prometheus.log").read_text()[-2000:]
         assert float(result[0]["value"][1]) == 1.0
-        assert result[0]["metric"]["job"] == "payoff-gateway" and result[0]["metric"]["component"] == "test"
+        assert result[0]["metric"]["component"] == "test" and "exported_job" not in result[0]["metric"]
+        # series without a payoff job label keep the scrape job's name
+        q = urllib.parse.quote('payoff_gateway_jobs_rejected_total')
+        assert _get(f"{api}/query?query={q}")["data"]["result"][0]["metric"]["job"] == "payoff-gateway"
+        # the dashboards' `job` variable lists payoff job ids
+        values = _get(f"{api}/label/job/values?match[]=payoff_queue_depth")["data"]
+        assert job in values and "payoff-gateway" not in values
 
-        q = urllib.parse.quote(f'payoff_queue_depth{{exported_job="{job}"}} + on() group_left '
-                               f'payoff_learner_loss{{exported_job="{job}",term="loss"}}')
+        q = urllib.parse.quote(f'payoff_queue_depth{{job="{job}"}} + on() group_left '
+                               f'payoff_learner_loss{{job="{job}",term="loss"}}')
         val = _get(f"{api}/query?query={q}")["data"]["result"]
         assert val and float(val[0]["value"][1]) == pytest.approx(42.75)
 

@@ -71,3 +71,35 @@ def test_tppo_windows_continue_under_new_versions_and_refill(engine):
     assert len(w.active) + w.finished >= 4  # slots refilled with new groups
     with pytest.raises(ValueError, match="window"):
         WindowedRollout(engine, lambda: make_env("math"), "j", "math", 2, 1, window=30, max_response_tokens=20)
+
+
+def test_tppo_with_imposed_lengths_ends_each_sequence_at_its_drawn_length(engine):
+    from services.jobspec import LengthProfile
+
+    prof = LengthProfile(median_tokens=6, sigma=1.0)
+    w = WindowedRollout(engine, lambda: make_env("gtalign-strategy"), "job", "gtalign-strategy", batch_size=6,
+                        group_size=3, window=4, max_response_tokens=24, sampling=SamplingParams(seed=0),
+                        lengths=prof)
+    ended = []
+    for _ in range(8):
+        for t in w.step():
+            if t.finished:
+                ended.append(t)
+    assert ended
+    drawn = {prof.draw(t.meta["seed"], m, 24) for t in ended for m in range(3)}
+    for t in ended:  # EOS ignored: every response is exactly one of its group's drawn lengths
+        assert t.num_generated in drawn
+        assert t.finish_reason == ("length" if t.num_generated == 24 else "stop")
+        assert 0.0 <= t.reward <= 1.0 and t.data_source == "gtalign-strategy"
+    lengths = sorted({t.num_generated for t in ended})
+    assert len(lengths) > 1  # a distribution, not one length
+
+
+def test_episode_runner_uses_the_drawn_length_per_member(engine):
+    from services.jobspec import LengthProfile
+
+    prof = LengthProfile(median_tokens=5, sigma=1.5)
+    runner = EpisodeRunner(engine, lambda: make_env("gtalign-strategy"), "job", "gtalign-strategy",
+                           SamplingParams(max_tokens=30, seed=0), max_turns=1, lengths=prof)
+    _, trajs = runner.run_group(seed=3, group_size=4)
+    assert [t.num_generated for t in trajs] == [prof.draw(3, i, 30) for i in range(4)]

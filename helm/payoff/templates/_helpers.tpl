@@ -37,31 +37,52 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
-{{/* Container env shared by every Ray pod: Redis, secrets from the Secret, offline HF. */}}
+{{/* Redis of the learner RayJob's private gateway: its own database, so the two job runners never compete
+for the runner lease (a Redis-wide key) and a job submitted to one is never started by the other. */}}
+{{- define "payoff.learnerJobRedisUrl" -}}
+{{- if .Values.learnerJob.redisUrl -}}
+{{- .Values.learnerJob.redisUrl -}}
+{{- else if .Values.redis.enabled -}}
+{{- printf "redis://%s-redis:6379/%d" (include "payoff.fullname" .) (int .Values.learnerJob.redisDb) -}}
+{{- else -}}
+{{- required "learnerJob.redisUrl is required with an external Redis (a database the RayService's gateway does not use)" .Values.learnerJob.redisUrl -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Container env shared by every Ray pod: Redis, secrets from the Secret, metrics export.
+Args: dict "root" $ "redisUrl" <url> */}}
 {{- define "payoff.rayEnv" -}}
+{{- $root := .root -}}
 - name: REDIS_URL
-  value: {{ include "payoff.redisUrl" . | quote }}
+  value: {{ .redisUrl | quote }}
 - name: PAYOFF_ADMIN_KEY
   valueFrom:
     secretKeyRef:
-      name: {{ include "payoff.secretName" . }}
+      name: {{ include "payoff.secretName" $root }}
       key: PAYOFF_ADMIN_KEY
 - name: PAYOFF_API_KEY_PEPPER
   valueFrom:
     secretKeyRef:
-      name: {{ include "payoff.secretName" . }}
+      name: {{ include "payoff.secretName" $root }}
       key: PAYOFF_API_KEY_PEPPER
 - name: PAYOFF_DATA_DIR
   value: /data/payoff
+{{- if $root.Values.metrics.exportToRay }}
+# every Ray actor (Serve replica, learner worker, job driver) mirrors its payoff_* series to Ray's metrics agent
+- name: PAYOFF_METRICS_TO_RAY
+  value: "1"
+{{- end }}
 {{- end -}}
 
-{{/* Pod template of a Ray node. Args: dict "root" $ "group" <values> "nodeType" head|worker "gpus" int */}}
+{{/* Pod template of a Ray node. Args: dict "root" $ "group" <values> "nodeType" head|worker "gpus" int,
+optional "component" (label app.kubernetes.io/component, default ray-<nodeType>), "redisUrl" (default the
+release's Redis), "extraPorts", "extraMounts", "extraVolumes" (lists). */}}
 {{- define "payoff.rayPodTemplate" -}}
 {{- $root := .root -}}
 metadata:
   labels:
     {{- include "payoff.labels" $root | nindent 4 }}
-    app.kubernetes.io/component: ray-{{ .nodeType }}
+    app.kubernetes.io/component: {{ .component | default (printf "ray-%s" .nodeType) }}
 spec:
   {{- with $root.Values.imagePullSecrets }}
   imagePullSecrets:
@@ -80,7 +101,7 @@ spec:
       image: "{{ $root.Values.image.repository }}:{{ $root.Values.image.tag }}"
       imagePullPolicy: {{ $root.Values.image.pullPolicy | default "IfNotPresent" }}
       env:
-        {{- include "payoff.rayEnv" $root | nindent 8 }}
+        {{- include "payoff.rayEnv" (dict "root" $root "redisUrl" (.redisUrl | default (include "payoff.redisUrl" $root))) | nindent 8 }}
       ports:
         {{- if eq .nodeType "head" }}
         - {containerPort: 6379, name: gcs}
@@ -88,7 +109,11 @@ spec:
         - {containerPort: 10001, name: client}
         {{- end }}
         - {containerPort: 8000, name: serve}
+        # Ray's metrics agent (rayStartParams metrics-export-port): ray_*, ray_serve_*, mirrored payoff_*
         - {containerPort: 8080, name: metrics}
+        {{- with .extraPorts }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
       {{- $res := deepCopy (default dict .group.resources) }}
       {{- if gt (int .gpus) 0 }}
       {{- $_ := set $res "requests" (merge (dict "nvidia.com/gpu" (int .gpus)) (default dict $res.requests)) }}
@@ -101,9 +126,15 @@ spec:
       volumeMounts:
         - {name: payoff-data, mountPath: /data/payoff}
         - {name: dshm, mountPath: /dev/shm}
+        {{- with .extraMounts }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
   volumes:
     - name: payoff-data
       emptyDir: {}
     - name: dshm
       emptyDir: {medium: Memory}
+    {{- with .extraVolumes }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
 {{- end -}}
