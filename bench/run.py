@@ -60,7 +60,7 @@ class Bench:
 
 BENCHES = [
     Bench("P1+P7", "bench.async_sync", ("P1", "P7-learner", "P7-rollout"),
-          "async (T-PPO windows) vs sync; learner/rollout idle", 900, ("--runs", "1")),
+          "async (T-PPO windows) vs sync; learner/rollout idle", 1500, ("--runs", "1", "--steps", "12")),
     Bench("P2", "bench.queue_throughput", ("P2",), "queue put+get+ack vs redis-benchmark XADD", 600,
           ("--n", "400", "--runs", "2")),
     Bench("P3+P5", "bench.rollout", ("P3", "P5"), "weight push vs broadcast; Serve vs raw engine", 900,

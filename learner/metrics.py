@@ -40,7 +40,7 @@ IDLE_RATIO = Gauge("payoff_learner_idle_ratio", "Share of the last step spent wa
 # stats keys the algorithms report that are loss terms (or KL) rather than bookkeeping
 _NOT_LOSS = {"step", "version", "samples", "reward_mean", "staleness", "step_s", "push_s", "push_bytes",
              "push_ok", "push_failed", "checkpoint", "checkpoint_s", "wait_s", "idle_ratio",
-             "behaviour_version_max", "finished", "report_s"}
+             "behaviour_version_max", "finished", "report_s", "trained_tokens"}
 
 
 def observe_step(job: str, stats: dict, by_source: dict[str, tuple[float, float]] | None = None) -> None:

@@ -160,6 +160,8 @@ class Learner:
 
     def _whole_groups(self, done: list[Trajectory]) -> int:
         """How many of `done` (grouped in order) to take: whole groups, at least batch_size."""
+        if self.cfg.group_size == 1:  # no group structure (PPO / T-PPO): exactly one batch
+            return self.cfg.batch_size
         n, seen = 0, {}
         for t in done:
             seen[t.group_id] = seen.get(t.group_id, 0) + 1
@@ -207,6 +209,7 @@ class Learner:
         if fin.any():  # T-PPO: unfinished segments carry no reward yet; the curve is over finished ones
             stats["reward_mean"] = float(batch.seq_reward[fin].mean())
         stats.update(step=self.step_no, version=self.version, samples=len(items), finished=float(fin.sum()),
+                     trained_tokens=float(batch.mask.sum()),
                      behaviour_version_max=float(gen_versions.max()) if gen_versions.numel() else -1.0,
                      staleness=float((self.version - 1 - batch.versions[stale]).float().mean()) if stale.any() else 0.0,
                      step_s=time.perf_counter() - t0)

@@ -15,7 +15,9 @@ SEED_SYSTEMS = {  # file → (algorithm, env, data) it must show
     "gtalign-wildguard": ("ppo", "gtalign", "wildguard"), "grl-sokoban": ("ppo", "sokoban", None),
     "grl-tetris": ("ppo", "tetris", None), "comal": ("comal", "math", "math-hard"),
     "redteam-selfplay": ("self_redteam", "redteam", "wildguard"), "quickstart": ("tppo", "sokoban", None),
+    "demo": ("tppo", "gtalign-strategy", None), "demo-tiny": ("tppo", "gtalign-strategy", None),
 }
+GPU_EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples" / "gpu").glob("*.yaml"))
 
 
 def test_every_seed_system_has_an_example():
@@ -30,3 +32,15 @@ def test_example_validates(path):
     assert spec.name == path.stem
     assert semantic_errors(spec, cluster=None) == []  # model and data exist here
     assert job_demand(spec).cpus <= 2.0 and job_demand(spec).gpus == 0
+
+
+@pytest.mark.parametrize("path", GPU_EXAMPLES, ids=[p.stem for p in GPU_EXAMPLES])
+def test_gpu_example_validates(path):
+    """GPU specs name hub models and GPU resources: they validate as specs (the cluster checks the rest)."""
+    spec = JobSpec.from_text(path.read_text())
+    assert spec.name == path.stem and spec.rollout.engine == "vllm" and spec.judge.backend == "sglang"
+    assert job_demand(spec).gpus >= 1
+
+
+def test_there_is_a_gpu_example():
+    assert GPU_EXAMPLES
