@@ -31,6 +31,9 @@ def test_vllm_generates_updates_and_matches_a_fresh_engine(tiny_model_path, tmp_
         assert max(abs(a - b) for a, b in zip(ref_lp, out[0].logprobs)) < 2e-3
         sampled = engine.generate([GenRequest(prompt_ids=prompt, params=SamplingParams(max_tokens=16, seed=3))])
         assert len(sampled[0].token_ids) >= 1 and all(lp <= 0 for lp in sampled[0].logprobs)
+        fixed = engine.generate([GenRequest(prompt_ids=prompt, params=SamplingParams(
+            max_tokens=n, seed=1, ignore_eos=True)) for n in (3, 40)])  # imposed lengths (benchmarks)
+        assert [len(o.token_ids) for o in fixed] == [3, 40]
 
         torch.manual_seed(5)
         with torch.no_grad():
