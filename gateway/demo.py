@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="payoff demo", description=__doc__.splitlines()[0])
     p.add_argument("--spec", help="job spec to submit (default examples/demo.yaml, or demo-tiny.yaml)")
     p.add_argument("--tiny", action="store_true",
-                   help="examples/demo-tiny.yaml: the tiny model warm-started on the task (~3 min)")
+                   help="examples/demo-tiny.yaml: the tiny model warm-started on the task (~2 min)")
     p.add_argument("--steps", type=int, help="learner steps (default: the spec's)")
     p.add_argument("--engine", choices=["transformers", "vllm"], help="rollout engine (default: the spec's)")
     p.add_argument("--eval-samples", type=int, default=2, help="samples per held-out question")
