@@ -120,6 +120,10 @@ class RolloutReplica:
                 client, self.cfg.job_id, self.replica_id, device=device, version=self.engine.version,
                 apply=lambda named, v: self.engine.load_weights(named, v, self.cfg.update_mode)).start()
         self._windows: dict[str, tuple[asyncio.Lock, object]] = {}
+        self.scorer = None  # judge rewards for games that need them (connects to the judge on first use)
+        if self.cfg.judge_app:
+            from rollout.judging import JudgeScorer
+            self.scorer = JudgeScorer(self.cfg.judge_app)
         self._generate_batch.set_max_batch_size(self.cfg.max_batch_size)
         self._generate_batch.set_batch_wait_timeout_s(self.cfg.batch_wait_s)
 
@@ -176,13 +180,9 @@ class RolloutReplica:
 
         if req.enqueue and self.queue is None:
             raise HTTPException(409, "this replica belongs to no job: enqueue needs job_id and redis_url")
-        scorer = None
-        if self.cfg.judge_app:
-            from rollout.judging import JudgeScorer
-            scorer = JudgeScorer(self.cfg.judge_app)
         make = self._env_factory(req.env, req.data, req.options)
         runner = EpisodeRunner(self.engine, make, self.cfg.job_id or "adhoc", req.env,
-                               req.sampling, max_turns=req.max_turns, scorer=scorer, lengths=req.lengths)
+                               req.sampling, max_turns=req.max_turns, scorer=self.scorer, lengths=req.lengths)
         t0 = time.perf_counter()
         eps, trajs = await asyncio.to_thread(runner.run_group, req.seed, req.group_size)
         busy = time.perf_counter() - t0
@@ -214,14 +214,10 @@ class RolloutReplica:
                           req.max_response_tokens, req.sampling.model_dump(),
                           req.lengths and req.lengths.model_dump()], sort_keys=True)
         if key not in self._windows:
-            scorer = None
-            if self.cfg.judge_app:
-                from rollout.judging import JudgeScorer
-                scorer = JudgeScorer(self.cfg.judge_app)
             self._windows[key] = (asyncio.Lock(), WindowedRollout(
                 self.engine, self._env_factory(req.env, req.data, req.options), self.cfg.job_id or "adhoc",
                 req.env, req.batch_size, req.group_size, req.window, req.max_response_tokens, req.sampling,
-                first_seed=req.first_seed, scorer=scorer, lengths=req.lengths))
+                first_seed=req.first_seed, scorer=self.scorer, lengths=req.lengths))
         lock, rollout = self._windows[key]
         async with lock:  # one step at a time per rollout: a sequence must not be in two steps
             t0 = time.perf_counter()

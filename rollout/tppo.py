@@ -82,25 +82,23 @@ class WindowedRollout:
                     self.sampling.seed + zlib.crc32(f"{s.seed}/{s.episode_id}/{s.segment}".encode())}))
                 for s in self.active]
         outs = self.engine.generate(reqs)
-        ended = []
-        for s, out in zip(self.active, outs):
-            start = len(s.tokens)
+        starts, ended = [], {}  # ended: index in the batch -> finish reason
+        for i, (s, out) in enumerate(zip(self.active, outs)):
+            starts.append(len(s.tokens))
             s.tokens += out.token_ids
             s.logprobs += out.logprobs
             s.versions += out.versions
             if out.finish_reason == "stop" or len(s.tokens) >= s.limit:
                 natural = out.finish_reason == "stop" or s.limit < self.max_len  # a drawn length is its EOS
-                ended.append((s, start, "stop" if natural else "length"))
-        rewards = self._score([s for s, _, _ in ended])
-        finished = {id(s): (start, reason, r) for (s, start, reason), r in zip(ended, rewards)}
+                ended[i] = "stop" if natural else "length"
+        rewards = self._score([self.active[i] for i in ended])
+        reward_of = dict(zip(ended, rewards))
         segments, still = [], []
-        for s, out in zip(self.active, outs):
-            if id(s) in finished:
-                start, reason, r = finished[id(s)]
-                segments.append(self._segment(s, start, True, reason, r))
+        for i, s in enumerate(self.active):
+            segments.append(self._segment(s, starts[i], i in ended, ended.get(i, "window"), reward_of.get(i, 0.0)))
+            if i in ended:
                 self.finished += 1
             else:
-                segments.append(self._segment(s, len(s.tokens) - len(out.token_ids), False, "window", 0.0))
                 still.append(s)
             s.segment += 1
         self.active = still
