@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from learner.trainer import LearnerConfig
 
 log = logging.getLogger(__name__)
+RAY_REPORT_EVERY = 10  # steps between metric-only reports to Ray Train (see train_loop)
 
 
 class TrainLaunch(BaseModel):
@@ -54,31 +55,34 @@ def train_loop(config: dict) -> None:
     learner.restore()
     from services.jobs import CheckpointEvent, StepEvent, publish_event
 
-    last_report, last_ray = [0.0], [0.0]
+    last_report = 0.0
 
     def report(stats: dict) -> None:
+        nonlocal last_report
         t0 = time.perf_counter()
+        step = int(stats["step"])
         metrics = {k: v for k, v in stats.items() if isinstance(v, (int, float))}
-        metrics["report_s"] = last_report[0]  # the previous step's bookkeeping (events + Ray Train report)
+        metrics["report_s"] = last_report  # the previous step's bookkeeping (events + Ray Train report)
         ckpt = stats.get("checkpoint")
         if rank == 0:  # the job's event stream: the gateway's SSE, reward curve and summary read it
             try:
-                publish_event(learner.client, StepEvent(job_id=cfg.job_id, step=int(stats["step"]),
+                publish_event(learner.client, StepEvent(job_id=cfg.job_id, step=step,
                                                         policy_version=int(stats["version"]), metrics=metrics))
                 if ckpt:
-                    publish_event(learner.client, CheckpointEvent(job_id=cfg.job_id, step=int(stats["step"]),
+                    publish_event(learner.client, CheckpointEvent(job_id=cfg.job_id, step=step,
                                                                   path=f"{ckpt}/policy",
                                                                   policy_version=int(stats["version"])))
             except Exception as e:  # metrics must never stop training
                 log.warning("could not publish step events: %s", e)
         # our own checkpoint dir is the source of truth for resume; Ray gets a copy for its Result. Ray
         # Train holds one unconsumed report per worker and its controller drains it every ~2 s, so a
-        # report per step would cap the learner at one step per 2 s: report checkpoints, and metrics at
-        # most every 5 s (the job's event stream above carries every step).
-        if ckpt or t0 - last_ray[0] >= 5.0 or int(stats["step"]) >= cfg.steps:
+        # report per step would cap the learner at one step per 2 s. Report checkpoint steps (only rank 0
+        # holds the checkpoint, but every rank reports), the last step and every RAY_REPORT_EVERY steps;
+        # the job's event stream above carries every step. Decided by step, not by clock, so every rank
+        # makes the same report calls.
+        if step % cfg.checkpoint_every == 0 or step >= cfg.steps or step % RAY_REPORT_EVERY == 0:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(ckpt) if ckpt else None)
-            last_ray[0] = time.perf_counter()
-        last_report[0] = time.perf_counter() - t0
+        last_report = time.perf_counter() - t0
 
     learner.run(on_step=report)
     if rank == 0 and config.get("export_dir"):
