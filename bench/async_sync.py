@@ -54,7 +54,7 @@ def _events(stack, job_id: str) -> tuple[list, float]:
 
 
 def run_job(stack, mode: str, steps: int) -> dict:
-    from gateway.server import wait_job
+    from payoff.stack import wait_job
 
     spec = copy.deepcopy(SPEC)
     spec["name"] = f"bench-p1-{mode}"
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write the result entries here")
     args = p.parse_args(argv)
 
-    from gateway.server import LocalStack
+    from payoff.stack import LocalStack
     from services.config import Settings
 
     base = Settings.from_env().data_dir

@@ -18,8 +18,10 @@ import time
 import redis
 from pydantic import BaseModel, ConfigDict, Field
 
-KEYS = "payoff:apikeys"
-IDS = "payoff:apikeys:ids"
+from services import keys
+
+KEYS = keys.API_KEYS
+IDS = keys.API_KEY_IDS
 PREFIX = "pyf_"
 ADMIN_TENANT = "admin"
 TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")

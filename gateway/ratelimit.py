@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import redis
 
+from services import keys
+
 # KEYS[1] bucket; ARGV: rate, burst, now (s). Returns {allowed 0/1, seconds to wait (string)}.
 _TAKE = """
 local rate, burst, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -44,6 +46,6 @@ class RateLimiter:
         self._take = client.register_script(_TAKE)
 
     def take(self, key_id: str) -> Decision:
-        allowed, wait = self._take(keys=[f"payoff:ratelimit:{key_id}"],
+        allowed, wait = self._take(keys=[keys.rate_limit(key_id)],
                                    args=[self.rate, self.burst, f"{time.time():.6f}"])
         return Decision(bool(int(allowed)), float(wait))

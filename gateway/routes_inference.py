@@ -13,8 +13,8 @@ from gateway.api_models import ErrorResponse, ServeCheckpointRequest, ServedMode
 from gateway.app import ERRORS, Gateway, gateway, principal, visible_job
 from gateway.auth import ApiKey
 from gateway.steer import SteerRequest, SteerResponse, steer
-from rollout.serve import ChatMessage, ChatRequest
 from services.jobs import CheckpointEvent, JobRecord, JobState, read_events, rollout_app_name, served_app_name
+from services.rollout_api import ChatMessage, ChatRequest, RolloutCallError, RolloutClient
 
 router = APIRouter(tags=["inference"])
 UPSTREAM = {409: {"model": ErrorResponse}, 502: {"model": ErrorResponse}}
@@ -44,16 +44,14 @@ async def call_chat(gw: Gateway, job: JobRecord, req: ChatRequest) -> dict:
     app_name = await run_in_threadpool(chat_target, job)
     handle = await run_in_threadpool(gw.app_handle, app_name)
     try:
-        out = await handle.chat_completions.remote(req)
-    except Exception as e:
-        cause = getattr(e, "cause", None) or e
-        status = getattr(cause, "status_code", None)
-        if isinstance(status, int) and 400 <= status < 500:
-            raise HTTPException(status, str(getattr(cause, "detail", cause))) from None
-        raise HTTPException(502, f"the model of job {job.id!r} failed to answer: {type(cause).__name__}: "
-                                 f"{str(cause)[:500]}") from None
-    out["model"] = job.id
-    return out
+        out = await RolloutClient(app_name, handle).chat(req)
+    except RolloutCallError as e:
+        if e.status is not None and 400 <= e.status < 500:
+            raise HTTPException(e.status, e.detail) from None
+        raise HTTPException(502 if e.status != 504 else 504,
+                            f"the model of job {job.id!r} failed to answer: {e}") from None
+    out.model = job.id
+    return out.to_openai()
 
 
 @router.post("/v1/chat/completions", responses={**ERRORS, **UPSTREAM})
@@ -102,7 +100,7 @@ def serve_checkpoint(job_id: str, req: ServeCheckpointRequest | None = None, gw:
                      who: ApiKey = Depends(principal)) -> ServedModel:
     """Serve one of the job's checkpoints (default: the latest) for chat and steering, with one replica of
     the job's engine. Only paths the job's learner reported as checkpoints can be served."""
-    from gateway.components import app_status, deploy_checkpoint
+    from services.serve_apps import app_status, serve_checkpoint
 
     job = visible_job(gw, who, job_id)
     known = [c.path for c in _checkpoints(gw, job_id)]
@@ -111,14 +109,14 @@ def serve_checkpoint(job_id: str, req: ServeCheckpointRequest | None = None, gw:
     path = (req.checkpoint if req and req.checkpoint else None) or known[-1]
     if path not in known:
         raise HTTPException(404, f"checkpoint {path!r} is not one of job {job_id!r}'s checkpoints")
-    app_name = deploy_checkpoint(job, path)
+    app_name = serve_checkpoint(job, path)
     return ServedModel(job_id=job_id, app=app_name, checkpoint=path, status=app_status(app_name).state)
 
 
 @router.delete("/v1/jobs/{job_id}/serve", status_code=204, tags=["jobs"], responses=ERRORS)
 def unserve_checkpoint(job_id: str, gw: Gateway = Depends(gateway), who: ApiKey = Depends(principal)) -> None:
     """Stop serving the job's checkpoint (nothing happens if none is served)."""
-    from gateway.components import delete
+    from services.serve_apps import delete
 
     visible_job(gw, who, job_id)
     delete(served_app_name(job_id))

@@ -24,6 +24,7 @@ import redis
 
 from gateway import metrics
 from gateway.store import JobNotFound, JobStore
+from services import keys
 from services.jobs import (
     COMPONENTS,
     LEARNER,
@@ -41,7 +42,7 @@ from services.jobs import (
 )
 
 log = logging.getLogger(__name__)
-LEASE_KEY = "payoff:runner:lease"
+LEASE_KEY = keys.RUNNER_LEASE
 IMPORT_ERRORS: dict[str, str] = {}  # component module → why it could not be imported
 ABSENT_GRACE_S = 20.0  # a starting component still absent after this is started again (runner crashed)
 QUEUE_STATS_EVERY_S = 5.0

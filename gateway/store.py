@@ -4,7 +4,7 @@ Every change is an optimistic transaction (WATCH the record, MULTI/EXEC the new 
 when the state changes, a `status` event on the job's stream), so the API (cancel) and the runner never
 overwrite each other and a client watching the events sees every transition exactly once.
 
-Keys: `payoff:{<id>}:job` (record JSON, without the summary), `payoff:jobs` (zset of every id by creation
+Keys: `payoff:{<id>}:job` (names: services/keys.py) (record JSON, without the summary), `payoff:jobs` (zset of every id by creation
 time), `payoff:jobs:tenant:<t>` and `payoff:jobs:state:<s>` (zsets, same scores). Redis runs with AOF, so a
 restarted gateway finds every job where it was.
 """
@@ -28,9 +28,10 @@ from services.jobs import (
     record_key,
     summary_key,
 )
+from services import keys
 from services.jobspec import JobSpec
 
-ALL = "payoff:jobs"
+ALL = keys.JOBS_ALL
 
 
 class JobNotFound(KeyError):
@@ -38,11 +39,11 @@ class JobNotFound(KeyError):
 
 
 def tenant_index(tenant: str) -> str:
-    return f"payoff:jobs:tenant:{tenant}"
+    return keys.jobs_of_tenant(tenant)
 
 
 def state_index(state: JobState) -> str:
-    return f"payoff:jobs:state:{state.value}"
+    return keys.jobs_in_state(state.value)
 
 
 def new_job_id(spec: JobSpec) -> str:

@@ -17,18 +17,10 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.rollout_api import SamplingParams  # the contract's type; re-exported for engine users
+
 UpdateMode = Literal["wait", "keep"]
 EngineFinish = Literal["stop", "length", "abort"]
-
-
-class SamplingParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    max_tokens: int = Field(64, ge=1)
-    temperature: float = Field(1.0, ge=0, description="0 = greedy")
-    top_p: float = Field(1.0, gt=0, le=1)
-    seed: int | None = None
-    stop_token_ids: list[int] = Field(default_factory=list, description="In addition to the EOS token.")
-    ignore_eos: bool = Field(False, description="Generate exactly max_tokens (benchmarks with fixed lengths).")
 
 
 class GenRequest(BaseModel):

@@ -20,8 +20,24 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from rollout import metrics as rollout_metrics
-from rollout.engine import GenOutput, GenRequest, SamplingParams, UpdateMode
-from services.jobspec import LengthProfile
+from rollout.engine import GenOutput, GenRequest, UpdateMode
+from services.jobs import judge_app_name
+from services.jobspec import JobSpec
+from services.rollout_api import (
+    ChatChoice,
+    ChatCompletion,
+    ChatMessage,
+    ChatRequest,
+    ChatUsage,
+    ChoiceLogprobs,
+    EpisodeRequest,
+    EpisodeResult,
+    SamplingParams,
+    TokenLogprob,
+    TrajectorySummary,
+    WindowStepRequest,
+    WindowStepResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,53 +57,25 @@ class RolloutConfig(BaseModel):
     update_mode: UpdateMode = "keep"
     judge_app: str | None = Field(None, description="Serve app name of the judge for games that need one.")
 
+    @classmethod
+    def from_job(cls, job_id: str, spec: JobSpec, redis_url: str | None) -> RolloutConfig:
+        """The config of a job's rollout app: the job's replicas, joined to its weight pushes, its
+        trajectory queue and its judge."""
+        return cls._of(spec, model=spec.model.path, replicas=spec.rollout.replicas, job_id=job_id,
+                       redis_url=redis_url, judge_app=judge_app_name(job_id))
 
-# ---------------------------------------------------------------- OpenAI-compatible schema (subset)
-class ChatMessage(BaseModel):
-    role: Literal["system", "user", "assistant", "tool"]
-    content: str
+    @classmethod
+    def for_checkpoint(cls, spec: JobSpec, path: str) -> RolloutConfig:
+        """One replica serving a checkpoint of a job outside the job (no weight pushes, no queue)."""
+        return cls._of(spec, model=path, replicas=1)
 
-
-class ChatRequest(BaseModel):
-    model: str | None = None
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1, le=32768)
-    max_completion_tokens: int | None = Field(None, ge=1, le=32768)
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    seed: int | None = None
-    logprobs: bool = False
-    n: int = Field(1, ge=1, le=16)
-    stream: bool = False
-
-
-class EpisodeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    env: str
-    data: str | None = Field(None, description="Data file or set name for data-driven games.")
-    options: dict[str, Any] = Field(default_factory=dict, description="Game options (JobSpec tasks[].options).")
-    seed: int = 0
-    group_size: int = Field(1, ge=1, le=64)
-    max_turns: int = Field(4, ge=1, le=64)
-    sampling: SamplingParams = Field(default_factory=SamplingParams)
-    enqueue: bool = Field(False, description="Also write the trajectories to the job's Redis stream.")
-    lengths: LengthProfile | None = Field(None, description="Benchmarks: imposed long-tailed lengths.")
-
-
-class WindowStepRequest(BaseModel):
-    """One T-PPO step of this replica's windowed rollout for a task (rollout/tppo.py)."""
-    model_config = ConfigDict(extra="forbid")
-    env: str
-    data: str | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
-    batch_size: int = Field(8, ge=1, le=4096, description="Sequences kept active (successive batching).")
-    group_size: int = Field(1, ge=1, le=64)
-    window: int = Field(64, ge=1, description="T-PPO window l: new tokens per sequence per step.")
-    max_response_tokens: int = Field(256, ge=1, description="L_max.")
-    sampling: SamplingParams = Field(default_factory=SamplingParams)
-    first_seed: int = Field(0, ge=0, description="Episode seeds of this replica start here.")
-    enqueue: bool = True
-    lengths: LengthProfile | None = Field(None, description="Benchmarks: imposed long-tailed lengths.")
+    @classmethod
+    def _of(cls, spec: JobSpec, **fields) -> RolloutConfig:
+        r, options = spec.rollout, {"dtype": spec.model.dtype}
+        if r.engine == "vllm":
+            options["max_model_len"] = spec.model.max_model_len
+        return cls(engine=r.engine, engine_options=options, cpus_per_replica=r.cpus_per_replica,
+                   gpus_per_replica=r.gpus_per_replica, **fields)
 
 
 api = FastAPI(title="payoff rollout replica")
@@ -146,8 +134,8 @@ class RolloutReplica:
     async def generate_http(self, request: GenRequest) -> GenOutput:
         return await self.generate(request)
 
-    @api.post("/v1/chat/completions")
-    async def chat_completions(self, req: ChatRequest) -> dict:
+    @api.post("/v1/chat/completions", response_model_exclude_none=True)
+    async def chat_completions(self, req: ChatRequest) -> ChatCompletion:
         if req.stream:
             raise HTTPException(400, "stream=true is not supported by this endpoint yet")
         try:
@@ -161,21 +149,23 @@ class RolloutReplica:
         tok = self.engine.tokenizer
         choices = []
         for i, o in enumerate(outs):
-            choice = {"index": i, "finish_reason": o.finish_reason if o.finish_reason != "abort" else "stop",
-                      "message": {"role": "assistant", "content": tok.decode(o.token_ids, skip_special_tokens=True)}}
+            text = tok.decode(o.token_ids, skip_special_tokens=True)
+            logprobs = None
             if req.logprobs:
-                choice["logprobs"] = {"content": [{"token": tok.decode([t]), "logprob": lp}
-                                                  for t, lp in zip(o.token_ids, o.logprobs)]}
-            choices.append(choice)
+                logprobs = ChoiceLogprobs(content=[TokenLogprob(token=tok.decode([t]), logprob=lp)
+                                                   for t, lp in zip(o.token_ids, o.logprobs)])
+            choices.append(ChatChoice(index=i, finish_reason=o.finish_reason if o.finish_reason != "abort"
+                                      else "stop", message=ChatMessage(role="assistant", content=text),
+                                      logprobs=logprobs))
         completion = sum(len(o.token_ids) for o in outs)
-        return {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion",
-                "created": int(time.time()), "model": req.model or self.cfg.model, "choices": choices,
-                "usage": {"prompt_tokens": len(prompt), "completion_tokens": completion,
-                          "total_tokens": len(prompt) * req.n + completion},
-                "policy_versions": [sorted(set(o.versions)) for o in outs]}
+        usage = ChatUsage(prompt_tokens=len(prompt), completion_tokens=completion,
+                          total_tokens=len(prompt) * req.n + completion)
+        return ChatCompletion(id=f"chatcmpl-{uuid.uuid4().hex[:12]}", created=int(time.time()),
+                              model=req.model or self.cfg.model, choices=choices, usage=usage,
+                              policy_versions=[sorted(set(o.versions)) for o in outs])
 
     @api.post("/v1/episodes")
-    async def episodes(self, req: EpisodeRequest) -> dict:
+    async def episodes(self, req: EpisodeRequest) -> EpisodeResult:
         from rollout.episodes import EpisodeRunner
 
         if req.enqueue and self.queue is None:
@@ -191,14 +181,14 @@ class RolloutReplica:
                                            busy, self.engine.version)
         rollout_metrics.EPISODES.labels(self.cfg.job_id or "adhoc", self.replica_id, req.env).inc(len(eps))
         ids = await asyncio.to_thread(self.queue.put_many, trajs) if req.enqueue else []
-        return {"episodes": [e.model_dump(mode="json") for e in eps],
-                "trajectories": [{"id": t.id, "role": t.role, "tokens": len(t.token_ids),
-                                  "generated": t.num_generated, "reward": t.reward,
-                                  "versions": sorted(set(t.versions.tolist()) - {-1})} for t in trajs],
-                "enqueued": [i for i in ids if i], "busy_s": busy, "replica": self.replica_id}
+        summaries = [TrajectorySummary(id=t.id, role=t.role, tokens=len(t.token_ids), generated=t.num_generated,
+                                       reward=t.reward, versions=sorted(set(t.versions.tolist()) - {-1}))
+                     for t in trajs]
+        return EpisodeResult(episodes=eps, trajectories=summaries, enqueued=[i for i in ids if i], busy_s=busy,
+                             replica=self.replica_id)
 
     @api.post("/v1/tppo/step")
-    async def tppo_step(self, req: WindowStepRequest) -> dict:
+    async def tppo_step(self, req: WindowStepRequest) -> WindowStepResult:
         """Advance this replica's windowed rollout for the task by one window and enqueue its segments.
         The rollout (its active, unfinished sequences) lives on the replica between calls."""
         import json
@@ -228,10 +218,9 @@ class RolloutReplica:
         rollout_metrics.observe_generation(self.cfg.job_id or "adhoc", self.replica_id, len(segments), tokens,
                                            sum(t.prompt_len for t in segments), busy, self.engine.version)
         ids = await asyncio.to_thread(self.queue.put_many, segments) if req.enqueue else []
-        return {"segments": len(segments), "finished": sum(t.finished for t in segments),
-                "tokens": tokens, "rewards": rewards,
-                "enqueued": len([i for i in ids if i]), "busy_s": busy, "replica": self.replica_id,
-                "version": self.engine.version}
+        return WindowStepResult(segments=len(segments), finished=sum(t.finished for t in segments),
+                                tokens=tokens, rewards=rewards, enqueued=len([i for i in ids if i]), busy_s=busy,
+                                replica=self.replica_id, version=self.engine.version)
 
     def _env_factory(self, env: str, data: str | None, options: dict):
         from games.registry import ENVS, make_env

@@ -7,8 +7,10 @@
   events. The gateway writes `status` and `log` events; the learner writes `step` (metrics of one optimizer
   step) and `checkpoint` events with `publish_event`, which also keeps the job's summary hash current.
 - `JobComponent`: the protocol of one piece of a running job (the rollout app, the judge app, the
-  learner), and `COMPONENTS`, the registry the job runner starts them from. The learner registers itself
-  under the name `LEARNER`; a job cannot run without it.
+  orchestrator's job driver, the learner), and `COMPONENTS`, the registry the job runner starts them
+  from. Each service registers its own (rollout/component.py, judge/component.py,
+  orchestrator/component.py, learner/component.py); the learner registers under the name `LEARNER` and a
+  job cannot run without it.
 
 Components must be re-attachable: `poll` and `stop` are called from whichever gateway process holds the
 runner lease, which may not be the process that called `start` (the gateway restarts without losing jobs).
@@ -28,9 +30,11 @@ from typing import Annotated, Literal, Protocol, runtime_checkable
 import redis
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from services import keys
 from services.jobspec import JobSpec
 
 LEARNER = "learner"
+ORCHESTRATOR = "orchestrator"
 EVENTS_MAXLEN = 100_000  # approximate cap of a job's event stream (a step event per optimizer step)
 REWARD_METRIC = "reward_mean"  # the step metric `GET /v1/jobs/{id}/metrics` reports as the reward curve
 
@@ -70,21 +74,8 @@ def check_transition(current: JobState, to: JobState) -> None:
 
 
 # ---------------------------------------------------------------- names derived from a job id
-def _base(job_id: str) -> str:
-    # same `{job}` hash tag as the trajectory queue, so a job's keys share a Redis Cluster slot
-    return f"payoff:{{{job_id}}}"
-
-
-def record_key(job_id: str) -> str:
-    return f"{_base(job_id)}:job"
-
-
-def events_key(job_id: str) -> str:
-    return f"{_base(job_id)}:events"
-
-
-def summary_key(job_id: str) -> str:
-    return f"{_base(job_id)}:summary"
+# Redis keys of a job (services/keys.py holds every key name; these keep the job-facing names)
+record_key, events_key, summary_key = keys.job_record, keys.job_events, keys.job_summary
 
 
 def rollout_app_name(job_id: str) -> str:
@@ -101,8 +92,13 @@ def served_app_name(job_id: str) -> str:
 
 
 def learner_actor_name(job_id: str) -> str:
-    """Suggested name of the learner's detached driver actor (namespace 'payoff')."""
+    """Name of the learner's detached actor that runs the Ray Train fit (namespace 'payoff')."""
     return f"learner-{job_id}"
+
+
+def driver_actor_name(job_id: str) -> str:
+    """Name of the orchestrator's detached job-driver actor (namespace 'payoff')."""
+    return f"driver-{job_id}"
 
 
 # ---------------------------------------------------------------- records
@@ -313,5 +309,6 @@ COMPONENTS = ComponentRegistry()
 
 
 def register_component(name: str, factory: ComponentFactory, order: int = 50) -> None:
-    """Add a component to every job the runner starts. Convention: rollout 10, judge 20, learner 90."""
+    """Add a component to every job the runner starts. Convention: rollout 10, judge 20, orchestrator 80,
+    learner 90."""
     COMPONENTS.register(name, factory, order)

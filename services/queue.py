@@ -23,7 +23,7 @@ from typing import Iterable, Literal
 import redis
 from pydantic import BaseModel, ConfigDict, Field
 
-from services import metrics
+from services import keys, metrics
 from services.codec import CodecError, decode, encode
 from services.jobspec import JobSpec
 from services.schemas import Trajectory
@@ -169,9 +169,9 @@ class TrajectoryQueue:
         if not job_id or any(c in job_id for c in "{}: "):
             raise ValueError(f"job id {job_id!r} must be non-empty without braces, colons or spaces")
         self.r, self.job_id, self.cfg = client, job_id, config or QueueConfig()
-        base = f"payoff:{{{job_id}}}"
-        self.stream, self.dead_stream, self.stale_stream = f"{base}:traj", f"{base}:dead", f"{base}:stale"
-        self.ids_key, self.stats_key, self.version_key = f"{base}:ids", f"{base}:stats", f"{base}:version"
+        self.stream, self.dead_stream = keys.queue_stream(job_id), keys.queue_dead(job_id)
+        self.stale_stream, self.ids_key = keys.queue_stale(job_id), keys.queue_ids(job_id)
+        self.stats_key, self.version_key = keys.queue_stats(job_id), keys.learner_version(job_id)
         self._put = client.register_script(_PUT)
         self._ack = client.register_script(_ACK)
         self._move = client.register_script(_MOVE)

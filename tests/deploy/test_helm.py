@@ -256,7 +256,7 @@ def test_learner_job_script(tmp_path):
     gateway process dies. Every `payoff` subcommand and flag it uses exists in the real CLI."""
     import re
 
-    from gateway.cli import COMMANDS
+    from payoff.cli import COMMANDS
 
     script = (CHART / "files" / "learner-job.sh").read_text()
     calls = re.findall(r"^\s*(?:until\s+)?payoff (\w+)((?: --?[\w-]+)*)", script, re.M)

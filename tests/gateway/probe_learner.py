@@ -39,8 +39,7 @@ class ProbeActor:
     def _loop(self) -> None:
         from ray import serve
 
-        from rollout.engine import SamplingParams
-        from rollout.serve import EpisodeRequest
+        from services.rollout_api import EpisodeRequest, SamplingParams
         from services.config import redis_client
         from services.jobs import CheckpointEvent, StepEvent, publish_event, rollout_app_name
         from services.queue import TrajectoryQueue

@@ -1,7 +1,7 @@
 """The `payoff` job commands against a live gateway (no runner: jobs stay queued until cancelled)."""
 from __future__ import annotations
 
-from gateway import cli
+from payoff import cli
 from gateway.client_cli import cancel_main, jobs_main, keys_main, logs_main, status_main, submit_main
 from services.jobs import StepEvent, publish_event
 from tests.gateway.conftest import ADMIN_KEY, SPEC_YAML

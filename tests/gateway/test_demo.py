@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from gateway import demo
+from payoff import demo
 
 pytestmark = pytest.mark.slow
 

@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from games.parsing import PAYOFF_KEYS
-from gateway.components import JudgeComponent, RolloutComponent
 from gateway.server import GatewayServer
+from judge.component import JudgeComponent
+from rollout.component import RolloutComponent
 from services.jobs import LEARNER, ComponentRegistry, judge_app_name, rollout_app_name, served_app_name
 from tests.gateway.conftest import ADMIN_KEY, client
 from tests.gateway.probe_learner import ProbeLearner, release_key

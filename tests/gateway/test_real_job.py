@@ -1,5 +1,6 @@
 """A real training job through the gateway: a rollout replica (tiny model) plays GRL Sokoban, the rules
-judge is deployed, the Ray Train learner (learner/component.py) trains with T-PPO — async: 8-token windows
+judge is deployed, the orchestrator's job driver (orchestrator/) drives the replica, the Ray Train learner
+(learner/component.py) trains with T-PPO — async: 8-token windows
 (`/v1/tppo/step`) overlapping training; sync: full-length episodes, then train, then push — pushes weights
 to the replica, checkpoints and exports the policy; the job ends `succeeded` and everything is torn down."""
 from __future__ import annotations
@@ -9,10 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from gateway.components import JudgeComponent, RolloutComponent
 from gateway.server import GatewayServer
+from judge.component import JudgeComponent
 from learner.component import LearnerComponent
-from services.jobs import LEARNER, ComponentRegistry, judge_app_name, rollout_app_name
+from orchestrator.component import OrchestratorComponent
+from rollout.component import RolloutComponent
+from services.jobs import LEARNER, ORCHESTRATOR, ComponentRegistry, judge_app_name, rollout_app_name
 from services.queue import TrajectoryQueue
 from tests.gateway.conftest import ADMIN_KEY, client
 from tests.gateway.test_e2e import apps, cleanup, wait_for
@@ -27,6 +30,7 @@ def test_real_job_trains_to_success(mode, ray_session, serve_url, tiny_model_pat
     reg = ComponentRegistry()
     reg.register("rollout", RolloutComponent, 10)
     reg.register("judge", JudgeComponent, 20)
+    reg.register(ORCHESTRATOR, OrchestratorComponent, 80)
     reg.register(LEARNER, LearnerComponent, 90)
     job = {"name": "real", "model": {"path": tiny_model_path}, "algorithm": "tppo",
            "tasks": [{"env": "sokoban", "max_turns": 1}],

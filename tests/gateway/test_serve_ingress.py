@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 def test_gateway_on_serve(ray_session, serve_url, make_settings):
     # no learner module on purpose, so the outcome does not change once learner/ registers one
-    settings = make_settings(run_jobs=True, connect_ray=True, component_modules=("gateway.components",))
+    settings = make_settings(run_jobs=True, connect_ray=True, component_modules=("rollout.component", "judge.component"))
     app = build_serve_app(settings, num_cpus=0.1,
                           secrets={"PAYOFF_ADMIN_KEY": ADMIN_KEY, "PAYOFF_API_KEY_PEPPER": PEPPER})
     serve.run(app, name="gateway-test", route_prefix="/gateway-test")

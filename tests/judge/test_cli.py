@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from gateway.cli import main as payoff
+from payoff.cli import main as payoff
 from judge.cli import main
 from tests.judge.conftest import WORKED_EXAMPLE, four_blocks
 

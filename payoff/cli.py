@@ -17,7 +17,7 @@ import importlib
 import sys
 
 COMMANDS = {
-    "serve": ("gateway.server", "main", "start the local stack (redis, Ray, Serve, gateway)"),
+    "serve": ("payoff.stack", "main", "start the local stack (redis, Ray, Serve, gateway)"),
     "submit": ("gateway.client_cli", "submit_main", "submit a job spec (YAML or JSON); --watch follows it"),
     "jobs": ("gateway.client_cli", "jobs_main", "list jobs"),
     "status": ("gateway.client_cli", "status_main", "show one job (state, timestamps, progress, error)"),
@@ -28,7 +28,7 @@ COMMANDS = {
     "judge": ("judge.cli", "main", "score model outputs with a judge (GTAlign, preference, safety)"),
     "models": ("services.models", "main", "build or locate the built-in test models"),
     "redis": ("services.redis_server", "main", "run the project's redis-server in the foreground"),
-    "demo": ("gateway.demo", "main", "train a model end to end through the local stack"),
+    "demo": ("payoff.demo", "main", "train a model end to end through the local stack"),
 }
 
 

@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                       r["temperature"], threads, "before")
 
     print("==> starting Redis, Ray, Ray Serve and the gateway")
-    from gateway.server import LocalStack, wait_job
+    from payoff.stack import LocalStack, wait_job
 
     with LocalStack(base.data_dir, num_cpus=threads) as stack, stack.client() as c:
         print(f"    gateway {stack.url}  redis {stack.redis.url}")
