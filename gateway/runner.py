@@ -75,6 +75,16 @@ def load_component_modules(modules: tuple[str, ...] | list[str]) -> None:
             log.exception("component module %s failed to import", name)
 
 
+def broken_modules() -> str | None:
+    """Component modules that exist but failed to import: a job would start without them (e.g. with no
+    orchestrator driving its rollouts), so none is admitted and each says why."""
+    broken = {m: why for m, why in IMPORT_ERRORS.items() if why != "module does not exist"}
+    if not broken:
+        return None
+    return "component modules failed to import, so the job was not started: " + "; ".join(
+        f"{m}: {why}" for m, why in broken.items())
+
+
 def no_learner_error() -> str:
     tried = "; ".join(f"{m}: {why}" for m, why in IMPORT_ERRORS.items() if "learner" in m)
     return ("no learner component registered: this gateway cannot train, so the job was not started "
@@ -291,6 +301,9 @@ class JobRunner:
                 continue
             if LEARNER not in self.registry:
                 self._finish(job_id, JobState.FAILED, error=no_learner_error())
+                continue
+            if (broken := broken_modules()) is not None:
+                self._finish(job_id, JobState.FAILED, error=broken[:2000])
                 continue
             if len(active) >= self.max_concurrent:
                 blocked = f"{len(active)} jobs running, limit {self.max_concurrent}"

@@ -1,6 +1,7 @@
 """A probe learner for the gateway tests: the `learner` component contract exercised end to end, no training.
 
-It runs as a named detached Ray actor (as the real learner's driver will), asks the job's rollout app for
+It runs as a named detached Ray actor (as the real learner does), plays the orchestrator's part itself: it
+asks the job's rollout app (services/rollout_api requests) for
 real episodes (written to the job's trajectory queue), reads them back through the consumer group, acks
 them and publishes one StepEvent per step with the mean reward, plus a CheckpointEvent pointing at the
 job's (untrained) model. With `hold=True` it reports `running` after its steps until the test sets the

@@ -181,6 +181,23 @@ def test_no_learner_registered_fails_without_starting_anything(gw_redis):
     assert world.calls == []
 
 
+def test_a_component_module_that_fails_to_import_fails_jobs_with_the_reason(gw_redis, tmp_path, monkeypatch):
+    from gateway import runner as runner_mod
+
+    (tmp_path / "broken_component_mod.py").write_text("raise ImportError('orchestrator deps missing')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(runner_mod, "IMPORT_ERRORS", {})
+    runner_mod.load_component_modules(["broken_component_mod", "no_such_component_mod"])
+    assert runner_mod.IMPORT_ERRORS["no_such_component_mod"] == "module does not exist"
+    world = World()
+    run = runner(gw_redis, registry(world))
+    job = run.store.create("t", spec())
+    run.tick()
+    rec = run.store.get(job.id)
+    assert rec.state == JobState.FAILED and "broken_component_mod: ImportError: orchestrator deps missing" in rec.error
+    assert "no_such_component_mod" not in rec.error and world.calls == []
+
+
 def test_only_the_lease_holder_acts_and_a_successor_takes_over(gw_redis):
     world = World()
     reg = registry(world)
