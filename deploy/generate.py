@@ -133,6 +133,8 @@ J = 'job=~"$job"'
 J1 = 'job="$job"'
 # one job, everything about it (uid payoff-job). Series from several processes (Ray adds WorkerId, pod labels
 # come from the scrape) are aggregated explicitly, so each legend entry is one line.
+# The panel tables are data, one panel per line: the formatter leaves them as written.
+# fmt: off
 JOB_DETAIL = [
     ("Reward mean / std by data_source", [(f'max by (data_source) (payoff_learner_reward_by_source{{{J1},stat="mean"}})', "mean {{data_source}}"),
                                           (f'max by (data_source) (payoff_learner_reward_by_source{{{J1},stat="std"}})', "std {{data_source}}"),
@@ -222,6 +224,7 @@ DASHBOARDS = {
         ("Batch staleness (versions)", [(f"payoff_learner_staleness_versions{{{J}}}", "{{job}}")]),
     ]),
 }
+# fmt: on
 
 
 def dashboard_files() -> dict[str, str]:
