@@ -16,17 +16,10 @@ from pathlib import Path
 
 import ray
 
-from services.jobs import (
-    LEARNER,
-    ComponentStatus,
-    JobRecord,
-    RunContext,
-    learner_actor_name,
-    register_component,
-)
+from services.actor_component import NAMESPACE, DetachedActorComponent
+from services.jobs import LEARNER, JobRecord, learner_actor_name, register_component
 
 log = logging.getLogger(__name__)
-NAMESPACE = "payoff"
 
 
 @ray.remote(num_cpus=0, max_concurrency=4)
@@ -63,42 +56,17 @@ class LearnerRun:
             log.exception("job %s: learner failed", self.job_id)
 
 
-class LearnerComponent:
+class LearnerComponent(DetachedActorComponent):
     """Runner-facing side: start / poll / stop the job's learner actor by name."""
 
     name = LEARNER
 
-    def __init__(self, ctx: RunContext) -> None:
-        self.ctx = ctx
+    def actor_name(self, job: JobRecord) -> str:
+        return learner_actor_name(job.id)
 
-    def _actor(self, job: JobRecord):
-        try:
-            return ray.get_actor(learner_actor_name(job.id), namespace=NAMESPACE)
-        except ValueError:
-            return None
-
-    def start(self, job: JobRecord) -> None:
-        if self._actor(job) is not None:
-            return
-        LearnerRun.options(name=learner_actor_name(job.id), namespace=NAMESPACE, lifetime="detached",
-                           get_if_exists=True).remote(job.id, job.spec.model_dump(), self.ctx.redis_url,
-                                                      str(self.ctx.data_dir))
-
-    def poll(self, job: JobRecord) -> ComponentStatus:
-        actor = self._actor(job)
-        if actor is None:
-            return ComponentStatus(state="absent")
-        try:
-            state, message = ray.get(actor.status.remote(), timeout=30)
-        except Exception as e:  # the actor died: the job fails with the cause
-            return ComponentStatus(state="failed", message=f"learner died: {e}"[:2000])
-        return ComponentStatus(state=state, message=message)
-
-    def stop(self, job: JobRecord) -> None:
-        actor = self._actor(job)
-        if actor is None:
-            return
-        ray.kill(actor, no_restart=True)
+    def launch(self, job: JobRecord, name: str) -> None:
+        LearnerRun.options(name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True).remote(
+            job.id, job.spec.model_dump(), self.ctx.redis_url, str(self.ctx.data_dir))
 
 
 register_component(LEARNER, LearnerComponent, order=90)

@@ -4,61 +4,22 @@ it drives, before the learner)."""
 
 from __future__ import annotations
 
-import ray
-
-from services.jobs import (
-    ORCHESTRATOR,
-    ComponentStatus,
-    JobRecord,
-    RunContext,
-    driver_actor_name,
-    register_component,
-)
-
-NAMESPACE = "payoff"
+from services.actor_component import NAMESPACE, DetachedActorComponent
+from services.jobs import ORCHESTRATOR, JobRecord, driver_actor_name, register_component
 
 
-class OrchestratorComponent:
+class OrchestratorComponent(DetachedActorComponent):
     name = ORCHESTRATOR
+    graceful_stop = True  # let the loop finish its current wait and publish its last statistics
 
-    def __init__(self, ctx: RunContext) -> None:
-        self.ctx = ctx
+    def actor_name(self, job: JobRecord) -> str:
+        return driver_actor_name(job.id)
 
-    def _actor(self, job: JobRecord):
-        try:
-            return ray.get_actor(driver_actor_name(job.id), namespace=NAMESPACE)
-        except ValueError:
-            return None
-
-    def start(self, job: JobRecord) -> None:
+    def launch(self, job: JobRecord, name: str) -> None:
         from orchestrator.driver import JobDriver
 
-        if self._actor(job) is not None:
-            return
-        JobDriver.options(name=driver_actor_name(job.id), namespace=NAMESPACE, lifetime="detached",
-                          get_if_exists=True).remote(job.id, job.spec.model_dump(), self.ctx.redis_url)
-
-    def poll(self, job: JobRecord) -> ComponentStatus:
-        actor = self._actor(job)
-        if actor is None:
-            return ComponentStatus(state="absent")
-        try:
-            state, message = ray.get(actor.status.remote(), timeout=30)
-        except Exception as e:  # the actor died: the job fails with the cause
-            return ComponentStatus(state="failed", message=f"job driver died: {e}"[:2000])
-        if state == "stopped":  # only the runner stops it, while tearing the job down
-            return ComponentStatus(state="absent", message=message)
-        return ComponentStatus(state=state, message=message)
-
-    def stop(self, job: JobRecord) -> None:
-        actor = self._actor(job)
-        if actor is None:
-            return
-        try:
-            ray.get(actor.stop.remote(), timeout=10)
-        except Exception:
-            pass
-        ray.kill(actor, no_restart=True)
+        JobDriver.options(name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True).remote(
+            job.id, job.spec.model_dump(), self.ctx.redis_url)
 
 
 register_component(ORCHESTRATOR, OrchestratorComponent, order=80)

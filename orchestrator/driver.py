@@ -16,7 +16,6 @@ import threading
 import ray
 
 log = logging.getLogger(__name__)
-NAMESPACE = "payoff"
 
 
 @ray.remote(num_cpus=0, max_concurrency=4)
