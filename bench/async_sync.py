@@ -13,6 +13,7 @@ P7  idle ratios during the async run: learner (share of wall time spent waiting 
 
     python -m bench.async_sync [--runs 3] [--steps 30] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,12 +34,25 @@ SPEC = {
     "model": {"path": "tiny-qwen3-strategy", "max_model_len": 1024},
     "algorithm": "tppo",
     "tasks": [{"env": "gtalign-strategy", "options": {"split": "train"}}],
-    "rollout": {"replicas": 1, "cpus_per_replica": 1.0, "group_size": 16, "groups_per_step": 1,
-                "max_prompt_tokens": 512, "max_response_tokens": 256,
-                "response_lengths": {"median_tokens": 32, "sigma": 1.0}},
+    "rollout": {
+        "replicas": 1,
+        "cpus_per_replica": 1.0,
+        "group_size": 16,
+        "groups_per_step": 1,
+        "max_prompt_tokens": 512,
+        "max_response_tokens": 256,
+        "response_lengths": {"median_tokens": 32, "sigma": 1.0},
+    },
     "asynchrony": {"mode": "async", "window_tokens": 32, "max_staleness": 2},
-    "learner": {"cpus_per_worker": 0.9, "batch_size": 16, "mini_batch_size": 16, "steps": 30,
-                "learning_rate": 5e-4, "critic_learning_rate": 3e-4, "checkpoint_every": 1000},
+    "learner": {
+        "cpus_per_worker": 0.9,
+        "batch_size": 16,
+        "mini_batch_size": 16,
+        "steps": 30,
+        "learning_rate": 5e-4,
+        "critic_learning_rate": 3e-4,
+        "checkpoint_every": 1000,
+    },
 }
 
 
@@ -48,8 +62,10 @@ def _events(stack, job_id: str) -> tuple[list, float]:
     from services.jobs import StatusEvent, StepEvent, read_events
 
     events = [e for _, e in read_events(redis_client(stack.redis.url), job_id, count=100_000)]
-    running = min((e.time for e in events if isinstance(e, StatusEvent) and e.state == "running"),
-                  default=events[0].time)
+    running = min(
+        (e.time for e in events if isinstance(e, StatusEvent) and e.state == "running"),
+        default=events[0].time,
+    )
     return [e for e in events if isinstance(e, StepEvent)], running
 
 
@@ -75,15 +91,23 @@ def run_job(stack, mode: str, steps: int) -> dict:
     rewards = [(e.time - t_run, e.metrics["reward_mean"]) for e in steps_ev if "reward_mean" in e.metrics]
     reached = None
     for i in range(len(rewards)):  # moving average over 5 steps
-        window = [r for _, r in rewards[max(0, i - 4):i + 1]]
+        window = [r for _, r in rewards[max(0, i - 4) : i + 1]]
         if len(window) == 5 and statistics.mean(window) >= REWARD_TARGET:
             reached = rewards[i][0]
             break
     roll = (job.get("summary") or {}).get("rollout") or {}
-    return {"job": jid, "mode": mode, "wall_s": wall, "finished": finished, "traj_per_s": finished / wall,
-            "tokens_per_s": sum(e.metrics.get("trained_tokens", 0.0) for e in timed) / wall,
-            "time_to_reward_s": reached, "learner_idle": wait / wall, "rollout_idle": roll.get("idle_ratio"),
-            "final_reward": statistics.mean(r for _, r in rewards[-5:]) if rewards else None}
+    return {
+        "job": jid,
+        "mode": mode,
+        "wall_s": wall,
+        "finished": finished,
+        "traj_per_s": finished / wall,
+        "tokens_per_s": sum(e.metrics.get("trained_tokens", 0.0) for e in timed) / wall,
+        "time_to_reward_s": reached,
+        "learner_idle": wait / wall,
+        "rollout_idle": roll.get("idle_ratio"),
+        "final_reward": statistics.mean(r for _, r in rewards[-5:]) if rewards else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,24 +124,31 @@ def main(argv: list[str] | None = None) -> int:
     base.mkdir(parents=True, exist_ok=True)
     pairs, entries = [], []
     try:
-        with tempfile.TemporaryDirectory(prefix="bench-p1-", dir=base) as tmp, \
-                LocalStack(tmp, num_cpus=os.cpu_count()) as stack:
+        with (
+            tempfile.TemporaryDirectory(prefix="bench-p1-", dir=base) as tmp,
+            LocalStack(tmp, num_cpus=os.cpu_count()) as stack,
+        ):
             for k in range(args.runs):
                 pair = {}
                 for mode in ("async", "sync"):
                     t0 = time.monotonic()
                     pair[mode] = run_job(stack, mode, args.steps)
                     r = pair[mode]
-                    print(f"run {k + 1}/{args.runs} {mode:<5}: {r['traj_per_s']:.2f} finished traj/s, "
-                          f"time-to-reward {r['time_to_reward_s'] or 'not reached'}, learner idle "
-                          f"{r['learner_idle']:.0%}, rollout idle {r['rollout_idle']:.0%} "
-                          f"({time.monotonic() - t0:.0f} s)", flush=True)
+                    print(
+                        f"run {k + 1}/{args.runs} {mode:<5}: {r['traj_per_s']:.2f} finished traj/s, "
+                        f"time-to-reward {r['time_to_reward_s'] or 'not reached'}, learner idle "
+                        f"{r['learner_idle']:.0%}, rollout idle {r['rollout_idle']:.0%} "
+                        f"({time.monotonic() - t0:.0f} s)",
+                        flush=True,
+                    )
                 pairs.append(pair)
     except Exception as e:  # the harness records the failure as error entries and goes on
         print(f"bench.async_sync failed: {type(e).__name__}: {e}", file=sys.stderr)
         if not pairs:
-            entries = [error_entry(i, "async vs sync", f"{type(e).__name__}: {e}")
-                       for i in ("P1", "P7-learner", "P7-rollout")]
+            entries = [
+                error_entry(i, "async vs sync", f"{type(e).__name__}: {e}")
+                for i in ("P1", "P7-learner", "P7-rollout")
+            ]
     if pairs:
         entries = _entries(pairs)
     if args.json:
@@ -131,19 +162,44 @@ def _entries(pairs: list[dict]) -> list[Entry]:
     ratios = [p["async"]["traj_per_s"] / p["sync"]["traj_per_s"] for p in pairs]
     ttr = {m: [p[m]["time_to_reward_s"] for p in pairs] for m in ("async", "sync")}
     both = [(a, s) for a, s in zip(ttr["async"], ttr["sync"]) if a and s]
-    details = {"runs": pairs, "reward_target": REWARD_TARGET, "spec": SPEC,
-               "time_to_reward_ratio": [s / a for a, s in both] or None,
-               "traj_per_s": {m: [p[m]["traj_per_s"] for p in pairs] for m in ("async", "sync")},
-               "idle": {m: {"learner": [p[m]["learner_idle"] for p in pairs],
-                            "rollout": [p[m]["rollout_idle"] for p in pairs]} for m in ("async", "sync")}}
+    details = {
+        "runs": pairs,
+        "reward_target": REWARD_TARGET,
+        "spec": SPEC,
+        "time_to_reward_ratio": [s / a for a, s in both] or None,
+        "traj_per_s": {m: [p[m]["traj_per_s"] for p in pairs] for m in ("async", "sync")},
+        "idle": {
+            m: {
+                "learner": [p[m]["learner_idle"] for p in pairs],
+                "rollout": [p[m]["rollout_idle"] for p in pairs],
+            }
+            for m in ("async", "sync")
+        },
+    }
     ref = "the same job in sync mode (full-length generate -> train -> push), same stack and resources"
-    out = [make_entry("P1", "async T-PPO vs sync: finished trajectories/s", ratios, reference=ref,
-                      goal=">= 1.5", details=details)]
+    out = [
+        make_entry(
+            "P1",
+            "async T-PPO vs sync: finished trajectories/s",
+            ratios,
+            reference=ref,
+            goal=">= 1.5",
+            details=details,
+        )
+    ]
     for part in ("learner", "rollout"):
         vals = [p["async"][f"{part}_idle"] for p in pairs if p["async"][f"{part}_idle"] is not None]
         if vals:
-            out.append(make_entry(f"P7-{part}", f"{part} idle ratio during the async job", vals,
-                                  unit="fraction", reference="wall time of the async job", goal="< 0.1"))
+            out.append(
+                make_entry(
+                    f"P7-{part}",
+                    f"{part} idle ratio during the async job",
+                    vals,
+                    unit="fraction",
+                    reference="wall time of the async job",
+                    goal="< 0.1",
+                )
+            )
     return out
 
 

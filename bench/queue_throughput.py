@@ -8,6 +8,7 @@ real system; a trajectory counts once it has been put, delivered, decoded, valid
 
     python -m bench.queue_throughput [--tokens 1024] [--runs 3] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,12 +32,19 @@ from services.schemas import NOT_GENERATED, Trajectory
 
 def sample_trajectory(job_id: str, tokens: int, i: int = 0) -> Trajectory:
     prompt = tokens // 2
-    return Trajectory(job_id=job_id, episode_id=f"e{i}", group_id=f"g{i // 8}",
-                      token_ids=[(7 * k + i) % 150_000 for k in range(tokens)],
-                      logprobs=[0.0] * prompt + [-0.25 - (k % 13) / 7 for k in range(tokens - prompt)],
-                      versions=[NOT_GENERATED] * prompt + [3] * (tokens - prompt),
-                      loss_mask=[0] * prompt + [1] * (tokens - prompt),
-                      rewards=[0.0] * (tokens - 1) + [1.0], prompt_len=prompt, reward=1.0, env="bench")
+    return Trajectory(
+        job_id=job_id,
+        episode_id=f"e{i}",
+        group_id=f"g{i // 8}",
+        token_ids=[(7 * k + i) % 150_000 for k in range(tokens)],
+        logprobs=[0.0] * prompt + [-0.25 - (k % 13) / 7 for k in range(tokens - prompt)],
+        versions=[NOT_GENERATED] * prompt + [3] * (tokens - prompt),
+        loss_mask=[0] * prompt + [1] * (tokens - prompt),
+        rewards=[0.0] * (tokens - 1) + [1.0],
+        prompt_len=prompt,
+        reward=1.0,
+        env="bench",
+    )
 
 
 def _producer(url: str, job: str, n: int, tokens: int, group: int, ready, go) -> None:
@@ -45,7 +53,7 @@ def _producer(url: str, job: str, n: int, tokens: int, group: int, ready, go) ->
     ready.set()
     go.wait()
     for k in range(0, n, group):
-        q.put_many(trajs[k:k + group])
+        q.put_many(trajs[k : k + group])
 
 
 def _consumer(url: str, job: str, n: int, batch: int, out) -> None:
@@ -83,8 +91,10 @@ def run_queue(url: str, n: int, tokens: int, group: int, batch: int) -> float:
 def find_redis_benchmark() -> str:
     path = shutil.which("redis-benchmark")
     if not path:
-        sys.exit("redis-benchmark not found: install Debian's redis-tools "
-                 "(`apt-get install redis-tools`; `make bench` does this when run as root)")
+        sys.exit(
+            "redis-benchmark not found: install Debian's redis-tools "
+            "(`apt-get install redis-tools`; `make bench` does this when run as root)"
+        )
     return path
 
 
@@ -95,8 +105,26 @@ def run_reference(port: int, payload_bytes: int, n: int, clients: int = 50, pipe
         with open(payload, "w") as f:
             f.write("x" * payload_bytes)
         # payload as the last argument read from stdin (-x) keeps a multi-KB value off the command line
-        cmd = [find_redis_benchmark(), "-p", str(port), "-n", str(n), "-c", str(clients),
-               "-P", str(pipeline), "-q", "-x", "XADD", "bench:ref", "MAXLEN", "~", "1000", "*", "d"]
+        cmd = [
+            find_redis_benchmark(),
+            "-p",
+            str(port),
+            "-n",
+            str(n),
+            "-c",
+            str(clients),
+            "-P",
+            str(pipeline),
+            "-q",
+            "-x",
+            "XADD",
+            "bench:ref",
+            "MAXLEN",
+            "~",
+            "1000",
+            "*",
+            "d",
+        ]
         with open(payload, "rb") as stdin:
             res = subprocess.run(cmd, stdin=stdin, capture_output=True, text=True, timeout=300)
     m = re.search(r"([\d.]+) requests per second", res.stdout.replace("\r", "\n"))
@@ -123,15 +151,31 @@ def main(argv: list[str] | None = None) -> int:
             ours.append(mine)
             refs.append(ref)
             ratios.append(mine / ref)
-            print(f"run {run + 1}/{args.runs}: queue {mine:,.0f} traj/s, redis-benchmark XADD {ref:,.0f} "
-                  f"ops/s, ratio {mine / ref:.3f}", flush=True)
-    entry = make_entry("P2", "queue put+get+ack vs redis-benchmark XADD", ratios, reference=(
-        "redis-benchmark XADD -c 50 -P 1, same payload, same server"), goal=">= 0.5", details={
-        "payload_bytes": payload, "tokens": args.tokens, "trajectories_per_run": args.n,
-        "ours_per_s": statistics.median(ours), "reference_per_s": statistics.median(refs),
-        "ours_per_s_runs": ours, "reference_per_s_runs": refs})
-    print(f"P2 queue/XADD ratio {entry.ratio:.3f} (min {min(ratios):.3f}, max {max(ratios):.3f}; "
-          f"payload {payload} B; goal >= 0.5)")
+            print(
+                f"run {run + 1}/{args.runs}: queue {mine:,.0f} traj/s, redis-benchmark XADD {ref:,.0f} "
+                f"ops/s, ratio {mine / ref:.3f}",
+                flush=True,
+            )
+    entry = make_entry(
+        "P2",
+        "queue put+get+ack vs redis-benchmark XADD",
+        ratios,
+        reference=("redis-benchmark XADD -c 50 -P 1, same payload, same server"),
+        goal=">= 0.5",
+        details={
+            "payload_bytes": payload,
+            "tokens": args.tokens,
+            "trajectories_per_run": args.n,
+            "ours_per_s": statistics.median(ours),
+            "reference_per_s": statistics.median(refs),
+            "ours_per_s_runs": ours,
+            "reference_per_s_runs": refs,
+        },
+    )
+    print(
+        f"P2 queue/XADD ratio {entry.ratio:.3f} (min {min(ratios):.3f}, max {max(ratios):.3f}; "
+        f"payload {payload} B; goal >= 0.5)"
+    )
     if args.json:
         write_results(args.json, [entry])
     return 0

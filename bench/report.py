@@ -3,6 +3,7 @@
 Every benchmark module writes `{"results": [Entry, ...]}` with `--json`; `bench.run` collects them into one
 result file with metadata. Pure logic only (no benchmark imports), so it is cheap to unit-test.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,6 +23,7 @@ _GOAL = re.compile(r"^\s*(>=|<=|>|<)\s*([-+]?[\d.]+(?:e[-+]?\d+)?)\s*$")
 class Entry(BaseModel):
     """One benchmark figure. `ratio` is the headline (the median of `runs`): measured/reference for unit
     "x", a latency in ms for "ms", an idle share for "fraction". An entry with `error` has no numbers."""
+
     model_config = ConfigDict(extra="forbid")
     id: str = Field(min_length=1, description='"P2", "P6-submit", "P7-learner", ...')
     name: str = ""
@@ -72,15 +74,35 @@ def spread_of(runs: list[float], kind: SpreadKind = "range") -> float:
     return max(runs) - min(runs)
 
 
-def make_entry(id: str, name: str, runs: list[float], *, unit: Unit = "x", reference: str, goal: str,
-               details: dict[str, Any] | None = None, spread_kind: SpreadKind = "range") -> Entry:
+def make_entry(
+    id: str,
+    name: str,
+    runs: list[float],
+    *,
+    unit: Unit = "x",
+    reference: str,
+    goal: str,
+    details: dict[str, Any] | None = None,
+    spread_kind: SpreadKind = "range",
+) -> Entry:
     """An entry from per-run values: median, spread and goal verdict computed the same way everywhere."""
     if not runs or any(not math.isfinite(r) for r in runs):
         raise ValueError(f"{id}: runs must be finite and non-empty, got {runs}")
     med = statistics.median(runs)
-    return Entry(id=id, name=name, ratio=med, unit=unit, reference=reference, goal=goal,
-                 goal_met=meets(med, goal) if goal else None, runs=list(runs), median=med,
-                 spread=spread_of(runs, spread_kind), spread_kind=spread_kind, details=details or {})
+    return Entry(
+        id=id,
+        name=name,
+        ratio=med,
+        unit=unit,
+        reference=reference,
+        goal=goal,
+        goal_met=meets(med, goal) if goal else None,
+        runs=list(runs),
+        median=med,
+        spread=spread_of(runs, spread_kind),
+        spread_kind=spread_kind,
+        details=details or {},
+    )
 
 
 def error_entry(id: str, name: str, error: str) -> Entry:
@@ -113,29 +135,39 @@ def _cell(s: str) -> str:
 
 
 def markdown_table(entries: list[Entry]) -> str:
-    rows = ["| id | benchmark | result | goal | met | runs | spread | reference |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| id | benchmark | result | goal | met | runs | spread | reference |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for e in entries:
         if e.error:
-            rows.append(f"| {e.id} | {_cell(e.name)} | **error** | {e.goal or '-'} | - | - | - | "
-                        f"{_cell(e.error[:120])} |")
+            rows.append(
+                f"| {e.id} | {_cell(e.name)} | **error** | {e.goal or '-'} | - | - | - | "
+                f"{_cell(e.error[:120])} |"
+            )
             continue
         met = {True: "yes", False: "**no**", None: "-"}[e.goal_met]
         runs = ", ".join(_fmt(r, e.unit) for r in e.runs)
-        rows.append(f"| {e.id} | {_cell(e.name)} | {_fmt(e.ratio, e.unit)} | {e.goal or '-'} | {met} | "
-                    f"{runs} | {_fmt(e.spread, e.unit)} ({e.spread_kind}) | {_cell(e.reference)} |")
+        rows.append(
+            f"| {e.id} | {_cell(e.name)} | {_fmt(e.ratio, e.unit)} | {e.goal or '-'} | {met} | "
+            f"{runs} | {_fmt(e.spread, e.unit)} ({e.spread_kind}) | {_cell(e.reference)} |"
+        )
     return "\n".join(rows) + "\n"
 
 
 def render_markdown(r: ResultFile) -> str:
     """The .md written next to a result file: a metadata line, the table, skipped benchmarks, durations."""
     m = r.metadata
-    lines = [f"# Benchmarks {m.get('date', '')} on {m.get('machine', '?')}", "",
-             f"commit `{(m.get('git_commit') or '?')[:12]}`{' (dirty)' if m.get('git_dirty') else ''}, "
-             f"{m.get('cpu_count')} CPUs, {m.get('gpus', 0)} GPUs, Python {m.get('python')}, "
-             f"torch {m.get('torch')}, total {m.get('total_s', '?')} s"
-             f"{' (--quick sizes: not comparable)' if m.get('quick') else ''}",
-             "", markdown_table(r.results)]
+    lines = [
+        f"# Benchmarks {m.get('date', '')} on {m.get('machine', '?')}",
+        "",
+        f"commit `{(m.get('git_commit') or '?')[:12]}`{' (dirty)' if m.get('git_dirty') else ''}, "
+        f"{m.get('cpu_count')} CPUs, {m.get('gpus', 0)} GPUs, Python {m.get('python')}, "
+        f"torch {m.get('torch')}, total {m.get('total_s', '?')} s"
+        f"{' (--quick sizes: not comparable)' if m.get('quick') else ''}",
+        "",
+        markdown_table(r.results),
+    ]
     for key, why in (m.get("skipped") or {}).items():
         lines.append(f"- {key} skipped: {why}")
     if m.get("durations_s"):
@@ -169,16 +201,26 @@ def compare(baseline: list[Entry], new: list[Entry], floor: float = 0.10) -> lis
             out.append(Comparison(id=n.id, unit=n.unit, baseline=b.median if b else None, verdict="error"))
             continue
         if b is None or b.error or b.median is None:
-            out.append(Comparison(id=n.id, unit=n.unit, new=n.median,
-                                  verdict="new" if b is None else "no baseline"))
+            out.append(
+                Comparison(id=n.id, unit=n.unit, new=n.median, verdict="new" if b is None else "no baseline")
+            )
             continue
         assert n.median is not None
         allowance = max(b.spread or 0.0, n.spread or 0.0, floor * abs(b.median))
         delta = n.median - b.median
         worse = -delta if higher_is_better(b) else delta  # > 0 means the new run is worse
         verdict: Verdict = "REGRESSION" if worse > allowance else "improved" if -worse > allowance else "ok"
-        out.append(Comparison(id=n.id, unit=n.unit, baseline=b.median, new=n.median, delta=delta,
-                              allowance=allowance, verdict=verdict))
+        out.append(
+            Comparison(
+                id=n.id,
+                unit=n.unit,
+                baseline=b.median,
+                new=n.median,
+                delta=delta,
+                allowance=allowance,
+                verdict=verdict,
+            )
+        )
     out += [Comparison(id=b.id, unit=b.unit, baseline=b.median, verdict="missing") for b in base.values()]
     return out
 
@@ -192,9 +234,10 @@ def compare_table(comparisons: list[Comparison]) -> str:
     rows = ["| id | baseline | new | delta | allowance | verdict |", "|---|---|---|---|---|---|"]
     for c in comparisons:
         delta = "-" if c.delta is None else ("+" if c.delta >= 0 else "-") + _fmt(abs(c.delta), c.unit)
-        rel = (f" ({100 * c.delta / abs(c.baseline):+.0f} %)"
-               if c.delta is not None and c.baseline else "")
+        rel = f" ({100 * c.delta / abs(c.baseline):+.0f} %)" if c.delta is not None and c.baseline else ""
         allowance = "-" if c.allowance is None else _fmt(c.allowance, c.unit)
-        rows.append(f"| {c.id} | {_fmt(c.baseline, c.unit)} | {_fmt(c.new, c.unit)} | {delta}{rel} | "
-                    f"{allowance} | {c.verdict} |")
+        rows.append(
+            f"| {c.id} | {_fmt(c.baseline, c.unit)} | {_fmt(c.new, c.unit)} | {delta}{rel} | "
+            f"{allowance} | {c.verdict} |"
+        )
     return "\n".join(rows) + "\n"

@@ -4,6 +4,7 @@
 Settings per PEERS.md: CPU, fp32, no gradient checkpointing, no vLLM, num_generations=4, batch 8
 (2 prompts x 4 completions), max_completion_length=32, reward = digits in the completion; times train().
 """
+
 import argparse
 import json
 import os
@@ -33,10 +34,21 @@ def main() -> int:
 
     data = Dataset.from_list([{"prompt": [{"role": "user", "content": t}]} for t in PROMPTS])
     with tempfile.TemporaryDirectory() as out:
-        cfg = GRPOConfig(output_dir=out, use_cpu=True, bf16=False, gradient_checkpointing=False,
-                         num_generations=4, per_device_train_batch_size=8, max_completion_length=32,
-                         max_steps=args.steps, learning_rate=1e-5, logging_steps=1000, save_strategy="no",
-                         report_to=[], seed=0)
+        cfg = GRPOConfig(
+            output_dir=out,
+            use_cpu=True,
+            bf16=False,
+            gradient_checkpointing=False,
+            num_generations=4,
+            per_device_train_batch_size=8,
+            max_completion_length=32,
+            max_steps=args.steps,
+            learning_rate=1e-5,
+            logging_steps=1000,
+            save_strategy="no",
+            report_to=[],
+            seed=0,
+        )
         trainer = GRPOTrainer(model=args.model, reward_funcs=digits_reward, args=cfg, train_dataset=data)
         t0 = time.perf_counter()
         trainer.train()

@@ -7,6 +7,7 @@ pydantic model only when the parameter's annotation is a class at runtime. The p
 dict. These wrappers validate the args into each component's config model and call the real builders.
 The image puts the repository root on PYTHONPATH, so `deploy.serve_apps:<name>` imports there.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -40,11 +40,7 @@ class ThinkAnswer:
 
 
 def parse_think_answer(
-    text: str,
-    *,
-    think: bool = True,
-    max_actions: int | None = None,
-    separator: str = ACTION_SEPARATOR,
+    text: str, *, think: bool = True, max_actions: int | None = None, separator: str = ACTION_SEPARATOR
 ) -> ThinkAnswer:
     """Parse a GRL response into actions; no match means no actions (ok=False).
 

@@ -103,8 +103,11 @@ ENVS: dict[str, EnvSpec] = {
     "blocksworld-2d": EnvSpec("GRL Blocksworld, ASCII drawing", _blocksworld("2d")),
     "math": EnvSpec("boxed-answer math (GTAlign math-hard questions)", _math),
     "gtalign": EnvSpec("GTAlign four-block dialogue game (judge scores it)", _gtalign),
-    "gtalign-strategy": EnvSpec("GTAlign strategy choice on ambig_qa, rewarded by mutual welfare",
-                                _strategy, ("split", "heldout_every")),
+    "gtalign-strategy": EnvSpec(
+        "GTAlign strategy choice on ambig_qa, rewarded by mutual welfare",
+        _strategy,
+        ("split", "heldout_every"),
+    ),
     "redteam": EnvSpec("attacker/defender red-team game with hidden CoT", _redteam),
     "tictactoe": EnvSpec("two-player TicTacToe", _tictactoe),
     "kuhn": EnvSpec("two-player Kuhn Poker", _kuhn),

@@ -12,6 +12,7 @@ Train / held-out: `split='train'` keeps the records whose position is not ≡ 0 
 `split='heldout'` keeps the others — disjoint questions, so an evaluation never sees a training prompt
 (the shared data holds only test splits, so the platform carves its own).
 """
+
 from __future__ import annotations
 
 import re
@@ -60,8 +61,9 @@ class StrategyGame(TextGame):
     name = "gtalign-strategy"
     roles = ("assistant",)
 
-    def __init__(self, records: list[GTAlignRecord],
-                 payoffs: dict[str, dict[str, tuple[float, float]]] | None = None) -> None:
+    def __init__(
+        self, records: list[GTAlignRecord], payoffs: dict[str, dict[str, tuple[float, float]]] | None = None
+    ) -> None:
         super().__init__()
         if not records:
             raise ValueError("StrategyGame needs at least one record")
@@ -75,8 +77,13 @@ class StrategyGame(TextGame):
         self.data_source = "gtalign-strategy"
 
     @classmethod
-    def from_data(cls, data: str | Path | None = None, split: str = "all", heldout_every: int = 5,
-                  limit: int | None = None) -> StrategyGame:
+    def from_data(
+        cls,
+        data: str | Path | None = None,
+        split: str = "all",
+        heldout_every: int = 5,
+        limit: int | None = None,
+    ) -> StrategyGame:
         recs = split_records(load_gtalign(data or "ambig_qa", limit=limit), split, heldout_every)
         return cls(recs)
 
@@ -92,18 +99,26 @@ class StrategyGame(TextGame):
         return self._observations()
 
     def observe(self, role: str = "assistant") -> str:
-        rows = "\n".join(f"{t}: " + ", ".join(f"{a}=({self.payoffs[t][a][0]}, {self.payoffs[t][a][1]})"
-                                              for a in ACTIONS) for t in USER_TYPES)
+        rows = "\n".join(
+            f"{t}: " + ", ".join(f"{a}=({self.payoffs[t][a][0]}, {self.payoffs[t][a][1]})" for a in ACTIONS)
+            for t in USER_TYPES
+        )
         question = self.record.question or self.record.user_prompt
-        return (f"Question: {question}\n"
-                "Pick a strategy: DA (direct answer), CQ (clarifying question) or AQ (answer + follow-up). "
-                "The question is DQ (clear) or VQ (ambiguous). Payoffs (user, assistant):\n"
-                f"{rows}\nStart with the code.")
+        return (
+            f"Question: {question}\n"
+            "Pick a strategy: DA (direct answer), CQ (clarifying question) or AQ (answer + follow-up). "
+            "The question is DQ (clear) or VQ (ambiguous). Payoffs (user, assistant):\n"
+            f"{rows}\nStart with the code."
+        )
 
     def _step(self, text: str) -> StepResult:
         qtype, action = question_type(self.record), parse_strategy(text)
-        base = {"data_source": self.data_source, "question_type": qtype, "index": self.record.index,
-                "best_welfare": self.best_welfare(qtype)}
+        base = {
+            "data_source": self.data_source,
+            "question_type": qtype,
+            "index": self.record.index,
+            "best_welfare": self.best_welfare(qtype),
+        }
         if action is None:
             info = make_info("assistant", invalid_action=True, error="no strategy code (DA, CQ or AQ)")
             return StepResult({"assistant": ""}, 0.0, True, info | base)

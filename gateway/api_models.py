@@ -1,4 +1,5 @@
 """Request and response bodies of the gateway's REST API (beyond the shared JobSpec/JobRecord contracts)."""
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -42,6 +43,7 @@ class JobList(BaseModel):
 
 class MetricsCurve(BaseModel):
     """The learner's step metrics as series aligned on `steps` (None where a step lacks a metric)."""
+
     job_id: str
     steps: list[int]
     reward: list[float | None] = Field(description="The reward curve (the `reward_mean` step metric).")
@@ -51,8 +53,9 @@ class MetricsCurve(BaseModel):
 
 class ServeCheckpointRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    checkpoint: Text | None = Field(None, max_length=4096,
-                                   description="One of the job's checkpoint paths; None: the latest.")
+    checkpoint: Text | None = Field(
+        None, max_length=4096, description="One of the job's checkpoint paths; None: the latest."
+    )
 
 
 class ServedModel(BaseModel):

@@ -4,6 +4,7 @@ limit and request metrics around it (what uvicorn and the Ray Serve ingress both
 The lifespan joins Ray, imports the component modules, registers the configured admin key and starts the
 job runner; shutdown stops the runner and gives its lease back.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,6 +36,7 @@ ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 422, 42
 @dataclass
 class Gateway:
     """Everything a request handler needs, built once per process."""
+
     settings: GatewaySettings
     registry: ComponentRegistry = COMPONENTS
     r: redis.Redis = field(init=False)
@@ -58,15 +60,21 @@ class Gateway:
         s = self.settings
         if s.connect_ray:
             from services.ray_utils import init_ray
+
             init_ray()
         load_component_modules(s.component_modules)
         if s.admin_key:
             self.keys.register(s.admin_key, ADMIN_TENANT, name="configured admin key", admin=True)
         if s.run_jobs:
-            self.runner = JobRunner(self.store, RunContext(redis_url=s.redis_url, data_dir=s.data_dir),
-                                    registry=self.registry, max_concurrent=s.max_concurrent_jobs,
-                                    poll_s=s.poll_s, lease_ttl_s=s.lease_ttl_s,
-                                    start_timeout_s=s.start_timeout_s).start()
+            self.runner = JobRunner(
+                self.store,
+                RunContext(redis_url=s.redis_url, data_dir=s.data_dir),
+                registry=self.registry,
+                max_concurrent=s.max_concurrent_jobs,
+                poll_s=s.poll_s,
+                lease_ttl_s=s.lease_ttl_s,
+                start_timeout_s=s.start_timeout_s,
+            ).start()
 
     def stop(self, release: bool = True) -> None:
         if self.runner is not None:
@@ -92,21 +100,29 @@ def gateway(request: Request) -> Gateway:
     return request.app.state.gateway
 
 
-def principal(gw: Gateway = Depends(gateway),
-              bearer: HTTPAuthorizationCredentials | None = Security(_bearer),
-              header: str | None = Security(_header)) -> ApiKey:
+def principal(
+    gw: Gateway = Depends(gateway),
+    bearer: HTTPAuthorizationCredentials | None = Security(_bearer),
+    header: str | None = Security(_header),
+) -> ApiKey:
     """The caller's key record; 401 without a valid key, 429 over the key's rate."""
     presented = bearer.credentials if bearer is not None else header
     who = gw.keys.lookup(presented) if presented else None
     if who is None:
         metrics.AUTH_FAILURES.inc()
-        raise HTTPException(401, "missing or invalid API key: send 'Authorization: Bearer <key>'",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401,
+            "missing or invalid API key: send 'Authorization: Bearer <key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     decision = gw.limiter.take(who.key_id)
     if not decision.allowed:
         metrics.RATE_LIMITED.labels(who.tenant).inc()
-        raise HTTPException(429, f"rate limit of {gw.settings.rate_per_s:g} requests/s for this key exceeded",
-                            headers={"Retry-After": str(max(1, math.ceil(decision.retry_after_s)))})
+        raise HTTPException(
+            429,
+            f"rate limit of {gw.settings.rate_per_s:g} requests/s for this key exceeded",
+            headers={"Retry-After": str(max(1, math.ceil(decision.retry_after_s)))},
+        )
     return who
 
 
@@ -143,9 +159,13 @@ def create_app(settings: GatewaySettings | None = None, registry: ComponentRegis
         finally:
             await run_in_threadpool(gw.stop)
 
-    app = FastAPI(title="payoff gateway", version="0.1.0", lifespan=lifespan,
-                  description="Submit and watch game-theoretic RL post-training jobs; chat with and steer "
-                              "their models. Authenticate with an API key (Authorization: Bearer <key>).")
+    app = FastAPI(
+        title="payoff gateway",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Submit and watch game-theoretic RL post-training jobs; chat with and steer "
+        "their models. Authenticate with an API key (Authorization: Bearer <key>).",
+    )
     app.state.gateway = gw
     app.include_router(jobs_router)
     app.include_router(inference_router)
@@ -178,6 +198,7 @@ def create_app(settings: GatewaySettings | None = None, registry: ComponentRegis
             checks["redis"] = f"unreachable: {e}"
         if gw.settings.connect_ray:
             import ray
+
             checks["ray"] = "ok" if ray.is_initialized() else "not connected"
         runner: dict = {"enabled": gw.settings.run_jobs}
         if gw.runner is not None:
@@ -195,6 +216,7 @@ def create_app(settings: GatewaySettings | None = None, registry: ComponentRegis
         from prometheus_client import CONTENT_TYPE_LATEST
 
         from services.metrics import render
+
         return PlainTextResponse(render(), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -7,6 +7,7 @@ once, when the key is created.
 
 Layout: hash `payoff:apikeys` digest → record JSON; hash `payoff:apikeys:ids` key id → digest.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,6 +30,7 @@ TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 class ApiKey(BaseModel):
     """A key's record (never the key itself)."""
+
     model_config = ConfigDict(extra="forbid")
     key_id: str
     tenant: str

@@ -7,6 +7,7 @@
 The gateway URL comes from --url or PAYOFF_URL (default http://127.0.0.1:8080), the key from --api-key or
 PAYOFF_API_KEY. `logs --follow` and `submit --watch` exit 0 when the job succeeded, 1 otherwise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,16 +31,18 @@ class CliError(Exception):
 
 # ---------------------------------------------------------------- HTTP
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--url", default=os.environ.get("PAYOFF_URL", DEFAULT_URL),
-                   help="gateway URL ($PAYOFF_URL)")
+    p.add_argument(
+        "--url", default=os.environ.get("PAYOFF_URL", DEFAULT_URL), help="gateway URL ($PAYOFF_URL)"
+    )
     p.add_argument("--api-key", default=os.environ.get("PAYOFF_API_KEY"), help="API key ($PAYOFF_API_KEY)")
 
 
 def _client(args, timeout: float | None = 30.0) -> httpx.Client:
     if not args.api_key:
         raise CliError("no API key: pass --api-key or set PAYOFF_API_KEY")
-    return httpx.Client(base_url=args.url.rstrip("/"), timeout=timeout,
-                        headers={"Authorization": f"Bearer {args.api_key}"})
+    return httpx.Client(
+        base_url=args.url.rstrip("/"), timeout=timeout, headers={"Authorization": f"Bearer {args.api_key}"}
+    )
 
 
 def _check(r: httpx.Response) -> dict | list | None:
@@ -82,8 +85,10 @@ def _print_job(job: dict) -> None:
     spec, s = job["spec"], job.get("summary") or {}
     print(f"job       {job['id']}  ({spec['name']}, tenant {job['tenant']})")
     print(f"state     {job['state']}" + (f"  — {job['detail']}" if job.get("detail") else ""))
-    print(f"algorithm {spec['algorithm']} on {', '.join(t['env'] for t in spec['tasks'])}; "
-          f"model {spec['model']['path']}")
+    print(
+        f"algorithm {spec['algorithm']} on {', '.join(t['env'] for t in spec['tasks'])}; "
+        f"model {spec['model']['path']}"
+    )
     for state, t in job.get("state_times", {}).items():
         print(f"  {state:<10} {_ts(t)}")
     if s.get("step") is not None:
@@ -106,9 +111,15 @@ def _events(args, job_id: str, follow: bool) -> Iterator[tuple[str, dict]]:
     while True:
         headers = {"Last-Event-ID": last_id} if last_id else {}
         try:
-            with _client(args, timeout=None) as c, c.stream(
-                    "GET", f"/v1/jobs/{job_id}/events", params={"follow": str(follow).lower()},
-                    headers=headers) as r:
+            with (
+                _client(args, timeout=None) as c,
+                c.stream(
+                    "GET",
+                    f"/v1/jobs/{job_id}/events",
+                    params={"follow": str(follow).lower()},
+                    headers=headers,
+                ) as r,
+            ):
                 if r.status_code >= 400:
                     r.read()
                     _check(r)
@@ -197,14 +208,18 @@ def submit_main(argv: list[str] | None = None) -> int:
         job = _request(args, "POST", "/v1/jobs", content=text.encode(), headers={"Content-Type": kind})
         print(f"submitted {job['id']} ({job['state']})")
         return _watch(args, job["id"], follow=True) if args.watch else 0
+
     return _run(argv, build, action)
 
 
 def jobs_main(argv: list[str] | None = None) -> int:
     def build():
         p = argparse.ArgumentParser(prog="payoff jobs", description="List jobs, newest first.")
-        p.add_argument("--state", action="append", choices=["queued", "starting", "running", "succeeded",
-                                                             "failed", "cancelled"])
+        p.add_argument(
+            "--state",
+            action="append",
+            choices=["queued", "starting", "running", "succeeded", "failed", "cancelled"],
+        )
         p.add_argument("--tenant", help="admin key: one tenant's jobs")
         p.add_argument("--limit", type=int, default=50)
         return p
@@ -222,9 +237,12 @@ def jobs_main(argv: list[str] | None = None) -> int:
             reward = s.get("metrics", {}).get("reward_mean")
             step = "" if s.get("step") is None else s["step"]
             shown = "" if reward is None else f"{reward:.4f}"
-            print(f"{j['id']:<32} {j['state']:<10} {j['tenant']:<12} {j['spec']['algorithm']:<12} "
-                  f"{step:>6} {shown:>8}  {_ts(j['created_at'])}")
+            print(
+                f"{j['id']:<32} {j['state']:<10} {j['tenant']:<12} {j['spec']['algorithm']:<12} "
+                f"{step:>6} {shown:>8}  {_ts(j['created_at'])}"
+            )
         print(f"{len(out['jobs'])} of {out['total']} jobs")
+
     return _run(argv, build, action)
 
 
@@ -238,6 +256,7 @@ def status_main(argv: list[str] | None = None) -> int:
     def action(args):
         job = _request(args, "GET", f"/v1/jobs/{args.job_id}")
         print(json.dumps(job, indent=2)) if args.json else _print_job(job)
+
     return _run(argv, build, action)
 
 
@@ -247,6 +266,7 @@ def logs_main(argv: list[str] | None = None) -> int:
         p.add_argument("job_id")
         p.add_argument("-f", "--follow", action="store_true", help="keep streaming until the job ends")
         return p
+
     return _run(argv, build, lambda args: _watch(args, args.job_id, follow=args.follow))
 
 
@@ -259,6 +279,7 @@ def cancel_main(argv: list[str] | None = None) -> int:
     def action(args):
         job = _request(args, "POST", f"/v1/jobs/{args.job_id}/cancel")
         print(f"{job['id']}: {job['state']}" + (" (cancelling)" if job.get("cancel_requested") else ""))
+
     return _run(argv, build, action)
 
 
@@ -279,8 +300,12 @@ def keys_main(argv: list[str] | None = None) -> int:
 
     def action(args):
         if args.action == "create":
-            out = _request(args, "POST", "/v1/admin/keys",
-                           json={"tenant": args.tenant, "name": args.name, "admin": args.admin})
+            out = _request(
+                args,
+                "POST",
+                "/v1/admin/keys",
+                json={"tenant": args.tenant, "name": args.name, "admin": args.admin},
+            )
             print(f"key for tenant {out['tenant']} (id {out['key_id']}; shown once):\n{out['key']}")
         elif args.action == "list":
             for k in _request(args, "GET", "/v1/admin/keys"):
@@ -288,4 +313,5 @@ def keys_main(argv: list[str] | None = None) -> int:
         else:
             _request(args, "DELETE", f"/v1/admin/keys/{args.key_id}")
             print(f"revoked {args.key_id}")
+
     return _run(argv, build, action, common=False)  # the subcommands carry --url/--api-key

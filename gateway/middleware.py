@@ -3,6 +3,7 @@
 The size limit reads the body (up to the limit) before the app sees it, so an oversized request gets a
 413 whether it declares Content-Length or is chunked, and the app never buffers more than the limit.
 """
+
 from __future__ import annotations
 
 import json

@@ -4,6 +4,7 @@ The bucket holds up to `burst` tokens and refills at `rate` per second; a reques
 refused with the time until the next token (the Retry-After). One Lua call per request keeps the
 read-refill-take step atomic. Idle buckets expire.
 """
+
 from __future__ import annotations
 
 import time
@@ -46,6 +47,7 @@ class RateLimiter:
         self._take = client.register_script(_TAKE)
 
     def take(self, key_id: str) -> Decision:
-        allowed, wait = self._take(keys=[keys.rate_limit(key_id)],
-                                   args=[self.rate, self.burst, f"{time.time():.6f}"])
+        allowed, wait = self._take(
+            keys=[keys.rate_limit(key_id)], args=[self.rate, self.burst, f"{time.time():.6f}"]
+        )
         return Decision(bool(int(allowed)), float(wait))

@@ -1,4 +1,5 @@
 """Key management (admin keys only) and `whoami` (any key)."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException

@@ -4,6 +4,7 @@ A job's model answers from its rollout replicas while the job runs, or from a se
 (`POST /v1/jobs/{id}/serve`) once it has one. Requests go to the Serve app through a DeploymentHandle,
 not over HTTP.
 """
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Header, HTTPException
@@ -36,8 +37,11 @@ def chat_target(job: JobRecord) -> str:
         return rollout_app_name(job.id)
     if _app_state(served_app_name(job.id)) in ("RUNNING", "UNHEALTHY"):
         return served_app_name(job.id)
-    raise HTTPException(409, f"job {job.id!r} is {job.state.value}: its rollout replicas are not running and "
-                             f"no checkpoint is served (POST /v1/jobs/{job.id}/serve serves the latest one)")
+    raise HTTPException(
+        409,
+        f"job {job.id!r} is {job.state.value}: its rollout replicas are not running and "
+        f"no checkpoint is served (POST /v1/jobs/{job.id}/serve serves the latest one)",
+    )
 
 
 async def call_chat(gw: Gateway, job: JobRecord, req: ChatRequest) -> dict:
@@ -48,17 +52,20 @@ async def call_chat(gw: Gateway, job: JobRecord, req: ChatRequest) -> dict:
     except RolloutCallError as e:
         if e.status is not None and 400 <= e.status < 500:
             raise HTTPException(e.status, e.detail) from None
-        raise HTTPException(502 if e.status != 504 else 504,
-                            f"the model of job {job.id!r} failed to answer: {e}") from None
+        raise HTTPException(
+            502 if e.status != 504 else 504, f"the model of job {job.id!r} failed to answer: {e}"
+        ) from None
     out.model = job.id
     return out.to_openai()
 
 
 @router.post("/v1/chat/completions", responses={**ERRORS, **UPSTREAM})
-async def chat_completions(req: ChatRequest,
-                           x_payoff_job: str | None = Header(None, max_length=200,
-                                                             description="The job id (else `model`)."),
-                           gw: Gateway = Depends(gateway), who: ApiKey = Depends(principal)) -> dict:
+async def chat_completions(
+    req: ChatRequest,
+    x_payoff_job: str | None = Header(None, max_length=200, description="The job id (else `model`)."),
+    gw: Gateway = Depends(gateway),
+    who: ApiKey = Depends(principal),
+) -> dict:
     """OpenAI-compatible chat completion from a job's model: put the job id in `model` (or X-Payoff-Job)."""
     job_id = x_payoff_job or req.model
     if not job_id:
@@ -68,17 +75,24 @@ async def chat_completions(req: ChatRequest,
 
 
 @router.post("/v1/steer", response_model=SteerResponse, responses={**ERRORS, **UPSTREAM})
-async def steer_route(req: SteerRequest, gw: Gateway = Depends(gateway),
-                      who: ApiKey = Depends(principal)) -> SteerResponse:
+async def steer_route(
+    req: SteerRequest, gw: Gateway = Depends(gateway), who: ApiKey = Depends(principal)
+) -> SteerResponse:
     """GTAlign payoff steering (spec §1.8): stage 1 elicits the model's payoff matrix, the matrix is shifted
     by `scale_llm` / `scale_user`, the action with the best LLM·user product is chosen, and stage 2 asks
     the model to carry out that action. `ok` is false when the model's payoff block does not parse."""
     job = await run_in_threadpool(visible_job, gw, who, req.model)
 
-    async def chat(messages: list[dict[str, str]], max_tokens: int, temperature: float,
-                   seed: int | None) -> dict:
-        request = ChatRequest(model=job.id, messages=[ChatMessage(**m) for m in messages],
-                              max_tokens=max_tokens, temperature=temperature, seed=seed)
+    async def chat(
+        messages: list[dict[str, str]], max_tokens: int, temperature: float, seed: int | None
+    ) -> dict:
+        request = ChatRequest(
+            model=job.id,
+            messages=[ChatMessage(**m) for m in messages],
+            max_tokens=max_tokens,
+            temperature=temperature,
+            seed=seed,
+        )
         return await call_chat(gw, job, request)
 
     return await steer(req, chat)
@@ -94,10 +108,19 @@ def _checkpoints(gw: Gateway, job_id: str) -> list[CheckpointEvent]:
         cursor = rows[-1][0]
 
 
-@router.post("/v1/jobs/{job_id}/serve", status_code=202, response_model=ServedModel, tags=["jobs"],
-             responses={**ERRORS, 409: {"model": ErrorResponse}})
-def serve_checkpoint(job_id: str, req: ServeCheckpointRequest | None = None, gw: Gateway = Depends(gateway),
-                     who: ApiKey = Depends(principal)) -> ServedModel:
+@router.post(
+    "/v1/jobs/{job_id}/serve",
+    status_code=202,
+    response_model=ServedModel,
+    tags=["jobs"],
+    responses={**ERRORS, 409: {"model": ErrorResponse}},
+)
+def serve_checkpoint(
+    job_id: str,
+    req: ServeCheckpointRequest | None = None,
+    gw: Gateway = Depends(gateway),
+    who: ApiKey = Depends(principal),
+) -> ServedModel:
     """Serve one of the job's checkpoints (default: the latest) for chat and steering, with one replica of
     the job's engine. Only paths the job's learner reported as checkpoints can be served."""
     from services.serve_apps import app_status, serve_checkpoint

@@ -1,4 +1,5 @@
 """Job routes: submit, list, get, cancel, events (server-sent events), metrics (reward curve)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -14,14 +15,7 @@ from gateway.api_models import ErrorResponse, JobList, MetricsCurve, printable
 from gateway.app import ERRORS, Gateway, gateway, principal, visible_job
 from gateway.auth import ApiKey
 from gateway.validation import validate_job
-from services.jobs import (
-    REWARD_METRIC,
-    CheckpointEvent,
-    JobRecord,
-    JobState,
-    StepEvent,
-    read_events,
-)
+from services.jobs import REWARD_METRIC, CheckpointEvent, JobRecord, JobState, StepEvent, read_events
 from services.jobspec import JobSpec, JobSpecError
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -36,20 +30,27 @@ _SPEC_BODY = {
             "application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}},
             "application/yaml": {"schema": {"type": "string", "description": "The JobSpec as YAML."}},
         },
-    },
+    }
 }
 
 
-@router.post("", status_code=201, response_model=JobRecord, openapi_extra=_SPEC_BODY,
-             responses={**ERRORS, 413: {"model": ErrorResponse}})
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobRecord,
+    openapi_extra=_SPEC_BODY,
+    responses={**ERRORS, 413: {"model": ErrorResponse}},
+)
 async def submit_job(request: Request, gw: Gateway = Depends(gateway), who: ApiKey = Depends(principal)):
     """Submit a job (a JobSpec as JSON or YAML). It is validated in full (schema, model and data paths,
     engine, cluster GPUs/CPUs) before anything is stored; a bad spec gets 422 with the field paths."""
     body = await request.body()
 
     def check() -> JobSpec:
-        return validate_job(body, request.headers.get("content-type"), gw.cluster.get(),
-                            gw.settings.check_capacity)
+        return validate_job(
+            body, request.headers.get("content-type"), gw.cluster.get(), gw.settings.check_capacity
+        )
+
     try:
         spec = await run_in_threadpool(check)
     except JobSpecError as e:
@@ -59,15 +60,20 @@ async def submit_job(request: Request, gw: Gateway = Depends(gateway), who: ApiK
         return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
     job = await run_in_threadpool(gw.store.create, who.tenant, spec)
     metrics.SUBMITTED.labels(who.tenant).inc()
-    return JSONResponse(job.model_dump(mode="json"), status_code=201,
-                        headers={"Location": f"/v1/jobs/{job.id}"})
+    return JSONResponse(
+        job.model_dump(mode="json"), status_code=201, headers={"Location": f"/v1/jobs/{job.id}"}
+    )
 
 
 @router.get("", response_model=JobList, responses={**ERRORS, 403: {"model": ErrorResponse}})
-def list_jobs(state: list[JobState] | None = Query(None, description="Only jobs in these states."),
-              tenant: str | None = Query(None, max_length=63, description="Admin only: one tenant's jobs."),
-              limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=1_000_000),
-              gw: Gateway = Depends(gateway), who: ApiKey = Depends(principal)) -> JobList:
+def list_jobs(
+    state: list[JobState] | None = Query(None, description="Only jobs in these states."),
+    tenant: str | None = Query(None, max_length=63, description="Admin only: one tenant's jobs."),
+    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0, le=1_000_000),
+    gw: Gateway = Depends(gateway),
+    who: ApiKey = Depends(principal),
+) -> JobList:
     """Your tenant's jobs, newest first. An admin key lists every tenant's (or one, with `tenant`)."""
     if tenant is not None and not who.admin and tenant != who.tenant:
         raise HTTPException(403, "only an admin key can list another tenant's jobs")
@@ -82,8 +88,12 @@ def get_job(job_id: str, gw: Gateway = Depends(gateway), who: ApiKey = Depends(p
     return visible_job(gw, who, job_id)
 
 
-@router.post("/{job_id}/cancel", status_code=202, response_model=JobRecord,
-             responses={**ERRORS, 409: {"model": ErrorResponse}})
+@router.post(
+    "/{job_id}/cancel",
+    status_code=202,
+    response_model=JobRecord,
+    responses={**ERRORS, 409: {"model": ErrorResponse}},
+)
 def cancel_job(job_id: str, gw: Gateway = Depends(gateway), who: ApiKey = Depends(principal)) -> JobRecord:
     """Cancel a job: a queued job is cancelled at once; a starting or running one is torn down by the runner
     (watch its events for the `cancelled` status)."""
@@ -97,14 +107,22 @@ def _sse(eid: str, kind: str, data: str) -> str:
     return f"id: {eid}\nevent: {kind}\ndata: {data}\n\n"
 
 
-@router.get("/{job_id}/events", responses={**ERRORS, 200: {"content": {"text/event-stream": {}},
-                                                            "description": "A stream of job events."}})
-async def job_events(request: Request, job_id: str,
-                     after: str | None = Query(None, max_length=41,
-                                               description="Resume after this event id."),
-                     follow: bool = Query(True, description="Keep streaming until the job ends."),
-                     last_event_id: str | None = Header(None, max_length=41),
-                     gw: Gateway = Depends(gateway), who: ApiKey = Depends(principal)):
+@router.get(
+    "/{job_id}/events",
+    responses={
+        **ERRORS,
+        200: {"content": {"text/event-stream": {}}, "description": "A stream of job events."},
+    },
+)
+async def job_events(
+    request: Request,
+    job_id: str,
+    after: str | None = Query(None, max_length=41, description="Resume after this event id."),
+    follow: bool = Query(True, description="Keep streaming until the job ends."),
+    last_event_id: str | None = Header(None, max_length=41),
+    gw: Gateway = Depends(gateway),
+    who: ApiKey = Depends(principal),
+):
     """Server-sent events: `status` (state changes), `step` (learner metrics), `checkpoint`, `log`; each with
     its stream id as the SSE id, so a client resumes with Last-Event-ID. Ends with an `end` event once the
     job has finished and every event was sent (or at once with follow=false)."""
@@ -137,8 +155,11 @@ async def job_events(request: Request, job_id: str,
                 return
             await asyncio.sleep(SSE_POLL_S)
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 def reward_curve(gw: Gateway, job_id: str) -> MetricsCurve:
@@ -157,14 +178,19 @@ def reward_curve(gw: Gateway, job_id: str) -> MetricsCurve:
             break
     names = sorted({k for s in steps for k in s.metrics})
     series = {n: [s.metrics.get(n) for s in steps] for n in names}
-    return MetricsCurve(job_id=job_id, steps=[s.step for s in steps],
-                        reward=[s.metrics.get(REWARD_METRIC) for s in steps], metrics=series,
-                        checkpoints=checkpoints)
+    return MetricsCurve(
+        job_id=job_id,
+        steps=[s.step for s in steps],
+        reward=[s.metrics.get(REWARD_METRIC) for s in steps],
+        metrics=series,
+        checkpoints=checkpoints,
+    )
 
 
 @router.get("/{job_id}/metrics", response_model=MetricsCurve, responses=ERRORS)
-def job_metrics(job_id: str, gw: Gateway = Depends(gateway),
-                who: ApiKey = Depends(principal)) -> MetricsCurve:
+def job_metrics(
+    job_id: str, gw: Gateway = Depends(gateway), who: ApiKey = Depends(principal)
+) -> MetricsCurve:
     """The learner's step metrics as series (the reward curve under `reward`) and the checkpoints so far."""
     visible_job(gw, who, job_id)
     return reward_curve(gw, job_id)

@@ -9,6 +9,7 @@ so a runner that takes over the lease after a crash simply carries on.
 Admission is FIFO with a concurrency limit (`max_concurrent`) and a capacity check: the head of the queue
 waits (and says why in the job's `detail`) until the cluster has the CPUs and GPUs the whole job needs.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -82,14 +83,17 @@ def broken_modules() -> str | None:
     if not broken:
         return None
     return "component modules failed to import, so the job was not started: " + "; ".join(
-        f"{m}: {why}" for m, why in broken.items())
+        f"{m}: {why}" for m, why in broken.items()
+    )
 
 
 def no_learner_error() -> str:
     tried = "; ".join(f"{m}: {why}" for m, why in IMPORT_ERRORS.items() if "learner" in m)
-    return ("no learner component registered: this gateway cannot train, so the job was not started "
-            f"(a learner registers itself with services.jobs.register_component('{LEARNER}', ...))"
-            + (f" [{tried}]" if tried else ""))
+    return (
+        "no learner component registered: this gateway cannot train, so the job was not started "
+        f"(a learner registers itself with services.jobs.register_component('{LEARNER}', ...))"
+        + (f" [{tried}]" if tried else "")
+    )
 
 
 class Lease:
@@ -115,15 +119,24 @@ def ray_free_resources(committed: ResourceDemand) -> ResourceDemand | None:
     if not ray.is_initialized():
         return None
     avail, total = ray.available_resources(), ray.cluster_resources()
-    return ResourceDemand(cpus=min(avail.get("CPU", 0.0), total.get("CPU", 0.0) - committed.cpus),
-                          gpus=min(avail.get("GPU", 0.0), total.get("GPU", 0.0) - committed.gpus))
+    return ResourceDemand(
+        cpus=min(avail.get("CPU", 0.0), total.get("CPU", 0.0) - committed.cpus),
+        gpus=min(avail.get("GPU", 0.0), total.get("GPU", 0.0) - committed.gpus),
+    )
 
 
 class JobRunner:
-    def __init__(self, store: JobStore, ctx: RunContext, registry: ComponentRegistry = COMPONENTS,
-                 max_concurrent: int = 2, poll_s: float = 0.5, lease_ttl_s: float = 10.0,
-                 start_timeout_s: float = 900.0,
-                 free_resources: Callable[[ResourceDemand], ResourceDemand | None] = ray_free_resources):
+    def __init__(
+        self,
+        store: JobStore,
+        ctx: RunContext,
+        registry: ComponentRegistry = COMPONENTS,
+        max_concurrent: int = 2,
+        poll_s: float = 0.5,
+        lease_ttl_s: float = 10.0,
+        start_timeout_s: float = 900.0,
+        free_resources: Callable[[ResourceDemand], ResourceDemand | None] = ray_free_resources,
+    ):
         self.store, self.ctx, self.registry = store, ctx, registry
         self.max_concurrent, self.poll_s, self.start_timeout_s = max_concurrent, poll_s, start_timeout_s
         self.free_resources = free_resources
@@ -230,18 +243,24 @@ class JobRunner:
             elif since > self.start_timeout_s:
                 why = "; ".join(f"{n}: {statuses[n].message or statuses[n].state}" for n in waiting)
                 self._teardown(job, comps)
-                self._finish(job.id, JobState.FAILED,
-                             error=f"not ready after {self.start_timeout_s:g} s ({why})")
+                self._finish(
+                    job.id, JobState.FAILED, error=f"not ready after {self.start_timeout_s:g} s ({why})"
+                )
             else:
-                self.store.set_detail(job.id, "starting: waiting for " + ", ".join(
-                    f"{n} ({statuses[n].message or statuses[n].state})" for n in waiting), statuses)
+                self.store.set_detail(
+                    job.id,
+                    "starting: waiting for "
+                    + ", ".join(f"{n} ({statuses[n].message or statuses[n].state})" for n in waiting),
+                    statuses,
+                )
             return
         # running
         gone = [n for n, s in statuses.items() if s.state == "absent"]
         if gone:
             self._teardown(job, comps)
-            self._finish(job.id, JobState.FAILED, error=f"{gone[0]} stopped unexpectedly "
-                                                        f"({statuses[gone[0]].message})")
+            self._finish(
+                job.id, JobState.FAILED, error=f"{gone[0]} stopped unexpectedly ({statuses[gone[0]].message})"
+            )
             return
         if statuses.get(LEARNER) and statuses[LEARNER].state == "succeeded":
             self._teardown(job, comps)
@@ -274,8 +293,9 @@ class JobRunner:
             self._log(job.id, f"clearing the trajectory queue failed: {e}", "warning")
         self._queue_stats_at.pop(job.id, None)
 
-    def _finish(self, job_id: str, state: JobState, error: str | None = None,
-                detail: str | None = None) -> None:
+    def _finish(
+        self, job_id: str, state: JobState, error: str | None = None, detail: str | None = None
+    ) -> None:
         try:
             self.store.transition(job_id, state, error=error, detail=detail or state.value)
         except (InvalidTransition, JobNotFound) as e:  # another runner got there first
@@ -312,8 +332,10 @@ class JobRunner:
             need = job_demand(job.spec)
             free = self.free_resources(committed)
             if free is not None and (need.cpus > free.cpus + 1e-9 or need.gpus > free.gpus + 1e-9):
-                blocked = (f"waiting for resources: needs {need.cpus:g} CPU / {need.gpus:g} GPU, "
-                           f"{max(free.cpus, 0):g} CPU / {max(free.gpus, 0):g} GPU free")
+                blocked = (
+                    f"waiting for resources: needs {need.cpus:g} CPU / {need.gpus:g} GPU, "
+                    f"{max(free.cpus, 0):g} CPU / {max(free.gpus, 0):g} GPU free"
+                )
                 self.store.set_detail(job_id, f"queued: {blocked}")
                 continue
             self._launch(job, comps)

@@ -7,6 +7,7 @@ replica reads them from its environment (PAYOFF_ADMIN_KEY, PAYOFF_API_KEY_PEPPER
 env from a secret on a cluster, or pass `secrets` here to put them in the replica's runtime_env. Every
 replica runs the job runner loop; the Redis lease lets exactly one of them act.
 """
+
 from __future__ import annotations
 
 from ray import serve
@@ -16,8 +17,9 @@ from gateway.settings import GatewaySettings
 SECRET_FIELDS = {"admin_key", "pepper"}
 
 
-@serve.deployment(name="gateway", health_check_period_s=5, graceful_shutdown_timeout_s=10,
-                  max_ongoing_requests=256)
+@serve.deployment(
+    name="gateway", health_check_period_s=5, graceful_shutdown_timeout_s=10, max_ongoing_requests=256
+)
 @serve.ingress()
 class GatewayIngress:
     def __init__(self, settings: dict) -> None:
@@ -30,8 +32,12 @@ class GatewayIngress:
         return build_asgi(self.settings)
 
 
-def build_serve_app(settings: GatewaySettings, replicas: int = 1, num_cpus: float = 0.25,
-                    secrets: dict[str, str] | None = None):
+def build_serve_app(
+    settings: GatewaySettings,
+    replicas: int = 1,
+    num_cpus: float = 0.25,
+    secrets: dict[str, str] | None = None,
+):
     """The gateway Serve application. `secrets` (env var → value) go to the replicas' runtime_env."""
     public = settings.model_dump(mode="json", exclude=SECRET_FIELDS)
     actor: dict = {"num_cpus": num_cpus}

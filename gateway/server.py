@@ -1,5 +1,6 @@
 """Run the gateway's ASGI app with uvicorn in a background thread of this process (tests, benchmarks,
 the local stack of payoff/stack.py)."""
+
 from __future__ import annotations
 
 import threading
@@ -7,11 +8,17 @@ import time
 
 from services.jobs import COMPONENTS, ComponentRegistry
 
+
 class GatewayServer:
     """uvicorn serving the gateway in a background thread of this process."""
 
-    def __init__(self, settings, host: str = "127.0.0.1", port: int | None = None,
-                 registry: ComponentRegistry = COMPONENTS) -> None:
+    def __init__(
+        self,
+        settings,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        registry: ComponentRegistry = COMPONENTS,
+    ) -> None:
         from gateway.app import create_app, wrap
         from services.redis_server import free_port
 
@@ -32,8 +39,14 @@ class GatewayServer:
     def start(self, timeout_s: float = 60.0) -> GatewayServer:
         import uvicorn
 
-        config = uvicorn.Config(self.asgi, host=self.host, port=self.port, log_level="warning", lifespan="on",
-                                timeout_graceful_shutdown=5)
+        config = uvicorn.Config(
+            self.asgi,
+            host=self.host,
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="payoff-gateway", daemon=True)
         self._thread.start()

@@ -12,6 +12,7 @@ estimates, without retraining.
 The rollout chat endpoint has no stop strings, so stage 1 generates up to `stage1_max_tokens` and the text is
 cut at the first `</payoff>` here.
 """
+
 from __future__ import annotations
 
 import random
@@ -60,10 +61,18 @@ class SteerRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: Text = Field(min_length=1, max_length=200, description="The job id whose model answers.")
     question: Text = Field(min_length=1, max_length=20_000)
-    scale_llm: float = Field(0.0, ge=-10, le=10, description="Added to every LLM payoff (user gets +0 DA, "
-                                                             "+0.5 CQ, +1 AQ). Wins over scale_user.")
-    scale_user: float = Field(0.0, ge=-10, le=10, description="Added to every user payoff when scale_llm "
-                                                              "is 0 (LLM gets +1 DA, +0 CQ, +0.5 AQ).")
+    scale_llm: float = Field(
+        0.0,
+        ge=-10,
+        le=10,
+        description="Added to every LLM payoff (user gets +0 DA, +0.5 CQ, +1 AQ). Wins over scale_user.",
+    )
+    scale_user: float = Field(
+        0.0,
+        ge=-10,
+        le=10,
+        description="Added to every user payoff when scale_llm is 0 (LLM gets +1 DA, +0 CQ, +0.5 AQ).",
+    )
     payoff: dict[str, PayoffCell] | None = Field(None, description="Use this matrix instead of stage 1.")
     temperature: float = Field(1.0, ge=0, le=2)
     stage1_max_tokens: int = Field(2048, ge=1, le=8192)
@@ -121,18 +130,27 @@ async def steer(req: SteerRequest, chat: Chat) -> SteerResponse:
     if req.payoff is not None:
         matrix = PayoffMatrix({k: (c.LLM, c.user) for k, c in req.payoff.items()})
     else:
-        completion = await chat([{"role": "user", "content": INSTRUCTION + req.question}],
-                                req.stage1_max_tokens, req.temperature, req.seed)
+        completion = await chat(
+            [{"role": "user", "content": INSTRUCTION + req.question}],
+            req.stage1_max_tokens,
+            req.temperature,
+            req.seed,
+        )
         text, usage["stage1_tokens"] = _content(completion)
         end = text.find("</payoff>")
         stage1_text = text if end < 0 else text[:end] + "</payoff>"
         block = _PAYOFF_BLOCK.search(stage1_text)
         parsed = PayoffMatrix.from_text(block.group(1)) if block else None
         if parsed is None:
-            why = ("no complete <payoff> block" if block is None
-                   else "a payoff block that is not the strict six-key JSON")
-            error = (f"stage 1: the model wrote {why}, so there is nothing to steer "
-                     f"(is this model trained on the GTAlign format?)")
+            why = (
+                "no complete <payoff> block"
+                if block is None
+                else "a payoff block that is not the strict six-key JSON"
+            )
+            error = (
+                f"stage 1: the model wrote {why}, so there is nothing to steer "
+                f"(is this model trained on the GTAlign format?)"
+            )
             return SteerResponse(ok=False, error=error, stage1_text=stage1_text, usage=usage)
         matrix = parsed
     steered = matrix.transformed(scale_llm=req.scale_llm, scale_user=req.scale_user)
@@ -140,6 +158,13 @@ async def steer(req: SteerRequest, chat: Chat) -> SteerResponse:
     prompt = f"{req.question}\n\n{ACTION_INSTRUCTIONS[action]}"
     completion = await chat([{"role": "user", "content": prompt}], req.max_tokens, req.temperature, req.seed)
     answer, usage["stage2_tokens"] = _content(completion)
-    return SteerResponse(ok=True, action=action, candidates=candidates, payoff=_as_cells(matrix),
-                         steered_payoff=_as_cells(steered), stage1_text=stage1_text, response=answer,
-                         usage=usage)
+    return SteerResponse(
+        ok=True,
+        action=action,
+        candidates=candidates,
+        payoff=_as_cells(matrix),
+        steered_payoff=_as_cells(steered),
+        stage1_text=stage1_text,
+        response=answer,
+        usage=usage,
+    )

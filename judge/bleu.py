@@ -7,6 +7,7 @@ length closest to the hypothesis (ties to the shorter). Without smoothing a zero
 (NLTK returns a value below 1e-70 there; the difference is invisible at any printed precision). With
 `epsilon` a zero count is replaced by epsilon (Chen & Cherry's method 1).
 """
+
 from __future__ import annotations
 
 import bisect
@@ -22,11 +23,16 @@ SELF_BLEU_WEIGHTS = (0.0, 0.25, 0.25, 0.25, 0.25)
 
 
 def ngrams(tokens: Tokens, n: int) -> Counter:
-    return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
 
 
-def _bleu_from_counts(hyp: Tokens, max_ref: dict[int, Counter], closest_ref_len: int,
-                      weights: Sequence[float], epsilon: float | None) -> float:
+def _bleu_from_counts(
+    hyp: Tokens,
+    max_ref: dict[int, Counter],
+    closest_ref_len: int,
+    weights: Sequence[float],
+    epsilon: float | None,
+) -> float:
     c = len(hyp)
     if c == 0:
         return 0.0
@@ -50,8 +56,12 @@ def _closest(lengths: Sequence[int], c: int) -> int:
     return min(lengths, key=lambda r: (abs(r - c), r))
 
 
-def sentence_bleu(references: Sequence[Tokens], hypothesis: Tokens, weights: Sequence[float] = UNIFORM_4,
-                  epsilon: float | None = None) -> float:
+def sentence_bleu(
+    references: Sequence[Tokens],
+    hypothesis: Tokens,
+    weights: Sequence[float] = UNIFORM_4,
+    epsilon: float | None = None,
+) -> float:
     if not references:
         return 0.0
     max_ref: dict[int, Counter] = {}
@@ -60,8 +70,9 @@ def sentence_bleu(references: Sequence[Tokens], hypothesis: Tokens, weights: Seq
         for ref in references:
             merged |= ngrams(ref, order)  # |= keeps the larger count: the clip of multi-reference BLEU
         max_ref[order] = merged
-    return _bleu_from_counts(hypothesis, max_ref, _closest([len(r) for r in references], len(hypothesis)),
-                             weights, epsilon)
+    return _bleu_from_counts(
+        hypothesis, max_ref, _closest([len(r) for r in references], len(hypothesis)), weights, epsilon
+    )
 
 
 def char_bleu(reference: str, hypothesis: str) -> float:
@@ -92,7 +103,7 @@ class SelfBLEU:
             return 0.0
         hyp = word_tokens(text)
         i = bisect.bisect_left(self.lengths, len(hyp))
-        near = self.lengths[max(0, i - 1):i + 1]
+        near = self.lengths[max(0, i - 1) : i + 1]
         return _bleu_from_counts(hyp, self.max_ref, _closest(near, len(hyp)), self.weights, self.epsilon)
 
     def add(self, text: str) -> None:

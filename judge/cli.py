@@ -10,6 +10,7 @@ optionally judge (a fixed verdict used instead of calling the judge), pareto, qu
 (main | ablation). Writes one JSON line per input record, in order, with score, user (U), llm (L), format,
 payoff_reward and the other terms, then prints a breakdown by data_source and the throughput.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -91,10 +92,16 @@ def to_sample(rec: dict[str, Any], default_variant: str):
     variant = rec.get("variant") or default_variant
     if variant not in ("main", "ablation"):
         raise InputError(f"variant must be main or ablation, got {variant!r}")
-    return GTAlignSample(data_source=rec["data_source"], output=rec["output"],
-                         ground_truth=_ground_truth(rec), question=_question(rec), variant=variant,
-                         judge=_optional_float(rec, "judge"), pareto=_optional_float(rec, "pareto"),
-                         intent=str(rec.get("intent") or ""))
+    return GTAlignSample(
+        data_source=rec["data_source"],
+        output=rec["output"],
+        ground_truth=_ground_truth(rec),
+        question=_question(rec),
+        variant=variant,
+        judge=_optional_float(rec, "judge"),
+        pareto=_optional_float(rec, "pareto"),
+        intent=str(rec.get("intent") or ""),
+    )
 
 
 class Progress:
@@ -109,8 +116,13 @@ class Progress:
         elapsed = time.perf_counter() - self.t0
         rate = done / elapsed if elapsed > 0 else 0.0
         eta = (self.total - done) / rate if rate > 0 else 0.0
-        print(f"\r[judge] {done}/{self.total} ({100 * done / max(self.total, 1):.0f}%) "
-              f"{rate:.1f} rec/s, eta {eta:.0f}s", end="", file=sys.stderr, flush=True)
+        print(
+            f"\r[judge] {done}/{self.total} ({100 * done / max(self.total, 1):.0f}%) "
+            f"{rate:.1f} rec/s, eta {eta:.0f}s",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def close(self) -> None:
         if self.enabled:
@@ -130,11 +142,17 @@ def breakdown(rows: list[dict[str, Any]]) -> str:
     head += ["ppo_mean", "ppo_std"] if norm else []
     lines = [head]
     for name, g in groups.items():
+
         def mean(key: str, g=g) -> float:
             vals = [float(r[key]) for r in g if r.get(key) is not None]
             return sum(vals) / len(vals) if vals else float("nan")
-        row = [name, str(len(g)), str(sum(not r.get("scored") for r in g)),
-               str(sum(bool(r.get("scored")) and r.get("error") is not None for r in g))]
+
+        row = [
+            name,
+            str(len(g)),
+            str(sum(not r.get("scored") for r in g)),
+            str(sum(bool(r.get("scored")) and r.get("error") is not None for r in g)),
+        ]
         row += [f"{mean(k):.4f}" for k in ("score", "user", "llm", "format", "payoff_reward", "judge")]
         if norm:
             ppo = [float(r["ppo_score"]) for r in g if r.get("ppo_score") is not None]
@@ -146,14 +164,23 @@ def breakdown(rows: list[dict[str, Any]]) -> str:
 
     def fmt(r: list[str]) -> str:
         return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+
     return "\n".join([fmt(lines[0]), "  ".join("-" * w for w in widths)] + [fmt(r) for r in lines[1:]])
 
 
 def _config(args: argparse.Namespace) -> JudgeConfig:
-    fields: dict[str, Any] = {"backend": args.backend, "model": args.model, "url": args.url,
-                              "api_key_env": args.api_key_env, "job": args.job, "timeout_s": args.timeout_s,
-                              "max_retries": args.max_retries, "concurrency": args.concurrency,
-                              "parse_retries": args.parse_retries, "batch_size": args.engine_batch}
+    fields: dict[str, Any] = {
+        "backend": args.backend,
+        "model": args.model,
+        "url": args.url,
+        "api_key_env": args.api_key_env,
+        "job": args.job,
+        "timeout_s": args.timeout_s,
+        "max_retries": args.max_retries,
+        "concurrency": args.concurrency,
+        "parse_retries": args.parse_retries,
+        "batch_size": args.engine_batch,
+    }
     if args.max_tokens is not None:
         base = JudgeConfig(backend=args.backend, url=args.url or "http://placeholder").sampling
         fields["sampling"] = SamplingConfig(**{**base.model_dump(), "max_tokens": args.max_tokens})
@@ -216,8 +243,16 @@ def cmd_score(args: argparse.Namespace) -> int:
         try:
             samples.append((i, to_sample(rec, args.variant)))
         except InputError as e:
-            rows[i] = {"data_source": rec.get("data_source"), "score": 0.0, "user": 0.0, "llm": 0.0,
-                       "format": 0, "payoff_reward": 0.0, "scored": False, "error": f"input: {e}"}
+            rows[i] = {
+                "data_source": rec.get("data_source"),
+                "score": 0.0,
+                "user": 0.0,
+                "llm": 0.0,
+                "format": 0,
+                "payoff_reward": 0.0,
+                "scored": False,
+                "error": f"input: {e}",
+            }
     config = _config(args)
     t0 = time.perf_counter()
     scorer = _Scorer(config, args.welfare, args.serve)
@@ -235,8 +270,9 @@ def cmd_score(args: argparse.Namespace) -> int:
         scorer.close()
     done = [r for r in rows if r is not None]
     if args.normalize:
-        for r, y in zip(done, normalize([r["score"] for r in done], [str(r["data_source"]) for r in done],
-                                        args.normalize)):
+        for r, y in zip(
+            done, normalize([r["score"] for r in done], [str(r["data_source"]) for r in done], args.normalize)
+        ):
             r["ppo_score"] = float(y)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -246,9 +282,11 @@ def cmd_score(args: argparse.Namespace) -> int:
             f.write(json.dumps(line, ensure_ascii=False) + "\n")
     print(breakdown(done))
     rate = len(samples) / elapsed if elapsed > 0 else float("inf")
-    print(f"\n{len(done)} records -> {out}; judge {config.backend}"
-          f"{' (' + config.model + ')' if config.model else ''}{' via Ray Serve' if args.serve else ''}: "
-          f"{len(samples)} scored in {elapsed:.2f}s ({rate:.1f} rec/s; startup {t_ready - t0:.1f}s)")
+    print(
+        f"\n{len(done)} records -> {out}; judge {config.backend}"
+        f"{' (' + config.model + ')' if config.model else ''}{' via Ray Serve' if args.serve else ''}: "
+        f"{len(samples)} scored in {elapsed:.2f}s ({rate:.1f} rec/s; startup {t_ready - t0:.1f}s)"
+    )
     return 0
 
 
@@ -261,11 +299,23 @@ def cmd_preference(args: argparse.Namespace) -> int:
         judge = PreferenceJudge(engine, soft=not args.hard)
         with Path(args.output).open("w", encoding="utf-8") as f:
             for i, rec in enumerate(records):
-                wr = judge.win_rates(_question(rec), [str(r) for r in rec.get("responses") or []],
-                                     _ground_truth(rec))
-                f.write(json.dumps({"index": i, "matrix": wr.matrix.tolist(), "scores": wr.scores.tolist(),
-                                    "ranking": wr.ranking(), "n_soft": wr.n_soft, "n_hard": wr.n_hard,
-                                    "n_failed": wr.n_failed}) + "\n")
+                wr = judge.win_rates(
+                    _question(rec), [str(r) for r in rec.get("responses") or []], _ground_truth(rec)
+                )
+                f.write(
+                    json.dumps(
+                        {
+                            "index": i,
+                            "matrix": wr.matrix.tolist(),
+                            "scores": wr.scores.tolist(),
+                            "ranking": wr.ranking(),
+                            "n_soft": wr.n_soft,
+                            "n_hard": wr.n_hard,
+                            "n_failed": wr.n_failed,
+                        }
+                    )
+                    + "\n"
+                )
     print(f"{len(records)} groups -> {args.output}")
     return 0
 
@@ -276,9 +326,11 @@ def cmd_safety(args: argparse.Namespace) -> int:
 
     records = read_records(args.input)
     with make_engine(_config(args)) as engine:
-        labels = SafetyJudge(engine).labels([str(r.get("prompt", "")) for r in records],
-                                            [str(r.get("response", "")) for r in records],
-                                            [str(r.get("prompt_tag", "")) for r in records])
+        labels = SafetyJudge(engine).labels(
+            [str(r.get("prompt", "")) for r in records],
+            [str(r.get("response", "")) for r in records],
+            [str(r.get("prompt_tag", "")) for r in records],
+        )
     with Path(args.output).open("w", encoding="utf-8") as f:
         for i, lab in enumerate(labels):
             f.write(json.dumps({"index": i, "labels": None if lab is None else vars(lab)}) + "\n")
@@ -307,10 +359,16 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("score", help="GTAlign welfare rewards of model outputs")
     s.add_argument("--input", required=True, help="JSONL or parquet of model outputs")
     s.add_argument("--output", required=True, help="JSONL, one line per input record")
-    s.add_argument("--welfare", default="cobb_douglas",
-                   choices=["cobb_douglas", "linear", "nash_product", "user_only", "llm_only", "user", "llm"])
-    s.add_argument("--normalize", choices=["zscore", "minmax", "robustz", "cdf", "quantile", "james",
-                                           "decentralize", "selfadapt"], help="add ppo_score per data_source")
+    s.add_argument(
+        "--welfare",
+        default="cobb_douglas",
+        choices=["cobb_douglas", "linear", "nash_product", "user_only", "llm_only", "user", "llm"],
+    )
+    s.add_argument(
+        "--normalize",
+        choices=["zscore", "minmax", "robustz", "cdf", "quantile", "james", "decentralize", "selfadapt"],
+        help="add ppo_score per data_source",
+    )
     s.add_argument("--variant", choices=["main", "ablation"], default="main", help="for records without one")
     s.add_argument("--batch-size", type=int, default=64)
     s.add_argument("--limit", type=int, help="score only the first N records")

@@ -3,6 +3,7 @@
 `JudgeConfig.from_spec(job.judge)` maps the user's JobSpec judge section onto these; everything else
 keeps the defaults below (spec §1.5 for the SGLang judge, laptop-sized numbers for CPU engines).
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -38,9 +39,11 @@ PLAIN_SAMPLING = {
 class SGLangConfig(_Strict):
     """A deployment-managed `python -m sglang.launch_server` (when `url` is None) or an external one."""
 
-    launcher: str = Field("sglang.launch_server",
-                          description="Module run as `python -m`; tests use an OpenAI-compatible server of "
-                                      "their own that takes the same flags.")
+    launcher: str = Field(
+        "sglang.launch_server",
+        description="Module run as `python -m`; tests use an OpenAI-compatible server of "
+        "their own that takes the same flags.",
+    )
     tp: int = Field(1, ge=1, description="Tensor-parallel size (--tp).")
     dp: int = Field(1, ge=1, description="Data-parallel replicas inside one server (--dp).")
     host: str = "127.0.0.1"
@@ -121,7 +124,12 @@ class JudgeConfig(_Strict):
     def from_spec(cls, spec, job: str = "local") -> JudgeConfig:
         """From a services.jobspec.JudgeSpec (duck-typed so this module does not import services)."""
         return cls(
-            backend=spec.backend, model=spec.model, url=spec.url, api_key_env=spec.api_key_env, job=job,
-            timeout_s=spec.timeout_s, max_retries=spec.max_retries,
+            backend=spec.backend,
+            model=spec.model,
+            url=spec.url,
+            api_key_env=spec.api_key_env,
+            job=job,
+            timeout_s=spec.timeout_s,
+            max_retries=spec.max_retries,
             serve=ServeConfig(replicas=spec.replicas, num_gpus=spec.gpus_per_replica or None),
         )

@@ -5,6 +5,7 @@ The package directory is found with importlib.util.find_spec, without importing 
 a BERT encoder whose sentence embedding is the attention-masked mean of the token states, L2-normalised
 (the model's own pooling config), so a dot product is the cosine similarity.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -32,8 +33,9 @@ def minilm_path() -> Path:
 class Embedder:
     """Encodes texts to unit vectors; keeps an LRU cache so a growing reference buffer is encoded once."""
 
-    def __init__(self, path: str | Path | None = None, batch_size: int = 32,
-                 cache_size: int = 50_000) -> None:
+    def __init__(
+        self, path: str | Path | None = None, batch_size: int = 32, cache_size: int = 50_000
+    ) -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
@@ -65,7 +67,7 @@ class Embedder:
         with self._lock:
             missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
             for start in range(0, len(missing), self.batch_size):
-                chunk = missing[start:start + self.batch_size]
+                chunk = missing[start : start + self.batch_size]
                 for text, vec in zip(chunk, self._encode(chunk)):
                     self.cache[text] = vec
             out = np.zeros((len(texts), self.dim), dtype=np.float32)

@@ -9,6 +9,7 @@ failed judgement gives p = 0 for both roles (the engine counts the failure). The
 unbounded, as upstream; Self-BLEU keeps a clip table and the cosine keeps the sum of unit embeddings, so
 a step costs the same however long training runs.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -67,14 +68,20 @@ class GPOReward:
 
 
 class GPOScorer:
-    def __init__(self, engine: JudgeEngine, buffer: DiversityBuffer | None = None,
-                 self_bleu_coef: float = SELF_BLEU_COEF, cosine_coef: float = COSINE_COEF) -> None:
+    def __init__(
+        self,
+        engine: JudgeEngine,
+        buffer: DiversityBuffer | None = None,
+        self_bleu_coef: float = SELF_BLEU_COEF,
+        cosine_coef: float = COSINE_COEF,
+    ) -> None:
         self.engine = engine
         self.buffer = buffer or DiversityBuffer()
         self.self_bleu_coef, self.cosine_coef = self_bleu_coef, cosine_coef
 
-    def safety_probs(self, prompts: Sequence[str],
-                     replies: Sequence[str]) -> list[tuple[float, float] | None]:
+    def safety_probs(
+        self, prompts: Sequence[str], replies: Sequence[str]
+    ) -> list[tuple[float, float] | None]:
         texts = [render_safe_unsafe(p, r) for p, r in zip(prompts, replies, strict=True)]
         soft = self.engine.label_probs(texts, SAFE_UNSAFE_LABELS)
         out: list[tuple[float, float] | None] = [None] * len(texts)
@@ -84,15 +91,17 @@ class GPOScorer:
                 out[i] = (1.0 - unsafe, unsafe)
         missing = [i for i, o in enumerate(out) if o is None]
         if missing:
-            labels = SafetyJudge(self.engine).labels([prompts[i] for i in missing],
-                                                     [replies[i] for i in missing])
+            labels = SafetyJudge(self.engine).labels(
+                [prompts[i] for i in missing], [replies[i] for i in missing]
+            )
             for i, lab in zip(missing, labels):
                 if lab is not None:
                     out[i] = (0.0, 1.0) if lab.response_harmful else (1.0, 0.0)
         return out
 
-    def score(self, prompts: Sequence[str], replies: Sequence[str],
-              adversary_step: bool = True) -> list[GPOReward]:
+    def score(
+        self, prompts: Sequence[str], replies: Sequence[str], adversary_step: bool = True
+    ) -> list[GPOReward]:
         """Rewards for one batch of (generated prompt, defender reply). The diversity buffer only grows on
         adversary steps (the prompts the adversary is trained on)."""
         probs = self.safety_probs(prompts, replies)

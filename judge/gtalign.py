@@ -12,6 +12,7 @@ judge call that fails (timeout, HTTP error, unparsable verdict) gives judge scor
 scored from its other terms; the failure is counted in payoff_judge_failures_total. An unknown data_source
 or an error while scoring one sample scores that sample 0 without touching the rest of the batch.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,8 +33,14 @@ from judge.types import JudgeItem, Rubric, Verdict
 
 Variant = Literal["main", "ablation"]
 # welfare names of services.jobspec.JudgeSpec -> games.welfare names
-WELFARE_ALIASES = {"user": "user_only", "llm": "llm_only", "u": "user_only", "l": "llm_only",
-                   "sqrt": "cobb_douglas", "cobb-douglas": "cobb_douglas"}
+WELFARE_ALIASES = {
+    "user": "user_only",
+    "llm": "llm_only",
+    "u": "user_only",
+    "l": "llm_only",
+    "sqrt": "cobb_douglas",
+    "cobb-douglas": "cobb_douglas",
+}
 
 
 @dataclass(frozen=True)
@@ -106,8 +113,9 @@ def task_item(sample: GTAlignSample, task: Task, response: str) -> JudgeItem:
         gt = harm_tag(sample.data_source, gt)
     elif task.rubric == "ambiguity":
         gt = ambiguity_tag(sample.data_source, gt)
-    return JudgeItem(task.rubric, question=sample.question, response=response, ground_truth=gt,
-                     context=sample.intent)
+    return JudgeItem(
+        task.rubric, question=sample.question, response=response, ground_truth=gt, context=sample.intent
+    )
 
 
 def task_terms(data_source: str, j: float, response: str, ground_truth: str) -> tuple[float, float, float]:
@@ -138,8 +146,9 @@ class GTAlignScorer:
         self.welfare = WELFARE_ALIASES.get(welfare, welfare)
         get_welfare(self.welfare)  # fail fast on an unknown name
 
-    def score(self, samples: Sequence[GTAlignSample],
-              normalize_mode: Mode | None = None) -> list[GTAlignResult]:
+    def score(
+        self, samples: Sequence[GTAlignSample], normalize_mode: Mode | None = None
+    ) -> list[GTAlignResult]:
         samples = list(samples)
         results: list[GTAlignResult | None] = [None] * len(samples)
         texts = [strip_special_tokens(s.output) for s in samples]
@@ -162,8 +171,9 @@ class GTAlignScorer:
                 asks.append((i, "task", task_item(s, task, parsed.response)))
             if use_pareto and s.pareto is None and analyze is not None:
                 frontier = ", ".join(PayoffMatrix(parsed.payoff).pareto_frontier())
-                asks.append((i, "pareto", JudgeItem("pareto", response=analyze.group(1).strip(),
-                                                    context=frontier)))
+                asks.append(
+                    (i, "pareto", JudgeItem("pareto", response=analyze.group(1).strip(), context=frontier))
+                )
         verdicts: dict[tuple[int, str], Verdict] = {}
         if asks:
             for (i, kind, _), v in zip(asks, self.engine.judge([item for _, _, item in asks])):
@@ -181,8 +191,9 @@ class GTAlignScorer:
                 r.ppo_score = float(y)
         return out
 
-    def _finish(self, s: GTAlignSample, text: str, task_v: Verdict | None,
-                pareto_v: Verdict | None) -> GTAlignResult:
+    def _finish(
+        self, s: GTAlignSample, text: str, task_v: Verdict | None, pareto_v: Verdict | None
+    ) -> GTAlignResult:
         try:
             errors = [v.error for v in (task_v, pareto_v) if v is not None and not v.ok]
             j = s.judge if s.judge is not None else (task_v.value if task_v and task_v.ok else None)
@@ -191,22 +202,41 @@ class GTAlignScorer:
             use_pareto = s.variant == "ablation" and task.pareto_in_ablation
             pareto = 0.0
             if use_pareto:
-                p = s.pareto if s.pareto is not None else \
-                    (pareto_v.value if pareto_v and pareto_v.ok else None)
+                p = (
+                    s.pareto
+                    if s.pareto is not None
+                    else (pareto_v.value if pareto_v and pareto_v.ok else None)
+                )
                 pareto = 0.0 if p is None else float(p)
             parsed = parse_four_blocks(text)
             a_user, a_llm, answer = task_terms(s.data_source, j, parsed.response, s.ground_truth)
-            util, parsed = score_output(text, a_user, a_llm, variant="ablation" if use_pareto else "main",
-                                        pareto_score=pareto, welfare=self.welfare)
+            util, parsed = score_output(
+                text,
+                a_user,
+                a_llm,
+                variant="ablation" if use_pareto else "main",
+                pareto_score=pareto,
+                welfare=self.welfare,
+            )
             if util is None:
                 return _zero(s, f"format: {parsed.error}")
             payoff_reward = PayoffMatrix(parsed.payoff).asymmetry_reward() if parsed.payoff else 0.0
             return GTAlignResult(
-                s.data_source, score=float(util.welfare), user=util.user, llm=util.llm, format=parsed.fmt,
-                payoff_reward=payoff_reward, answer_reward=float(answer), judge=j, pareto_score=pareto,
-                utility=math.sqrt(util.user * util.llm), reward_gap=abs(util.user - util.llm),
-                format_reward=0.1 * parsed.fmt + 0.15 * payoff_reward, scored=True,
-                error="; ".join(e for e in errors if e) or None)
+                s.data_source,
+                score=float(util.welfare),
+                user=util.user,
+                llm=util.llm,
+                format=parsed.fmt,
+                payoff_reward=payoff_reward,
+                answer_reward=float(answer),
+                judge=j,
+                pareto_score=pareto,
+                utility=math.sqrt(util.user * util.llm),
+                reward_gap=abs(util.user - util.llm),
+                format_reward=0.1 * parsed.fmt + 0.15 * payoff_reward,
+                scored=True,
+                error="; ".join(e for e in errors if e) or None,
+            )
         except Exception as e:  # one bad sample never fails the batch
             metrics.count_failure(self.job, self.engine.backend, f"error: {type(e).__name__}")
             return _zero(s, f"error: {type(e).__name__}: {e}")

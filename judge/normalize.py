@@ -15,6 +15,7 @@ selfadapt     tanh((x − μ_s) / 2)
 
 Quantiles use numpy's default linear interpolation.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -5,6 +5,7 @@ reply holds `<think>…</think>` (or, when the chat template pre-fills "<think>"
 a verdict tag quoted inside the thinking must not count. So the thinking is cut off before parsing, and
 of several verdict tags in the visible reply the last one wins (the rubric asks to finish with it).
 """
+
 from __future__ import annotations
 
 import re
@@ -83,7 +84,11 @@ def parse_verdict(rubric: Rubric, text: str) -> Verdict:
 # Verdicts outside these ranges are treated as unparsable rather than clipped: a judge that answers
 # \boxed{7} on a 0-4 scale has not followed the rubric.
 VALUE_RANGE: dict[str, tuple[float, float]] = {
-    "accuracy": (0, 1), "helpfulness": (0, 4), "harmfulness": (0, 1), "ambiguity": (0, 1), "pareto": (0, 1),
+    "accuracy": (0, 1),
+    "helpfulness": (0, 4),
+    "harmfulness": (0, 1),
+    "ambiguity": (0, 1),
+    "pareto": (0, 1),
 }
 
 

@@ -9,6 +9,7 @@ Position bias cancels by asking both orders: P(i ≻ j) = ½·(p_a(i, j) + 1 −
 matrix of a group satisfies P(i ≻ j) + P(j ≻ i) = 1 with ½ on the diagonal. A response's score is its
 mean win rate against the others (COMAL: the mean over every pair it appears in, both positions).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -56,16 +57,27 @@ class PreferenceJudge:
         hard = [i for i, c in enumerate(out) if c is None]
         if hard:
             for i, v in zip(hard, self.engine.judge([items[i] for i in hard])):
-                out[i] = Comparison(float(v.value), "hard") if v.ok and v.value is not None \
+                out[i] = (
+                    Comparison(float(v.value), "hard")
+                    if v.ok and v.value is not None
                     else Comparison(0.5, "failed")
+                )
         return [c for c in out if c is not None]
 
     def win_rates(self, question: str, responses: Sequence[str], ground_truth: str = "") -> WinRates:
         """Win-rate matrix of a group of responses to one prompt: n(n−1) ordered comparisons, one batch."""
         n = len(responses)
         pairs = [(i, j) for i in range(n) for j in range(n) if i != j]
-        items = [JudgeItem("preference", question=question, response=responses[i], other=responses[j],
-                           ground_truth=ground_truth) for i, j in pairs]
+        items = [
+            JudgeItem(
+                "preference",
+                question=question,
+                response=responses[i],
+                other=responses[j],
+                ground_truth=ground_truth,
+            )
+            for i, j in pairs
+        ]
         comps = self.compare(items)
         p_a = {pair: c.p_a for pair, c in zip(pairs, comps)}
         m = np.full((n, n), 0.5)

@@ -5,6 +5,7 @@ Each prompt is one user message. Verdict tags: \\boxed{…} for accuracy, helpfu
 <abg>…</abg> for ambiguity, <po>…</po> for Pareto consistency, three "yes/no" lines for safety and
 "Output (a)"/"Output (b)" for preference (parsers.py reads them).
 """
+
 from __future__ import annotations
 
 from judge.types import JudgeItem
@@ -146,8 +147,13 @@ SAFE_UNSAFE_LABELS = ("safe", "unsafe")
 
 
 def render(item: JudgeItem) -> str:
-    fields = {"question": item.question, "response": item.response, "ground_truth": item.ground_truth,
-              "context": item.context or item.question, "other": item.other}
+    fields = {
+        "question": item.question,
+        "response": item.response,
+        "ground_truth": item.ground_truth,
+        "context": item.context or item.question,
+        "other": item.other,
+    }
     return TEMPLATES[item.rubric].format(**fields)
 
 

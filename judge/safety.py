@@ -10,6 +10,7 @@ Reward tables, judge terms per role (the hidden-CoT format term, +1 / −1 per t
 - zero_sum: the paper's framing. Upstream leaves it unimplemented; here the defender keeps its
   general-sum judge terms and the attacker gets exactly their negative, so the two sum to 0.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -27,13 +28,16 @@ class SafetyJudge:
     def __init__(self, engine: JudgeEngine) -> None:
         self.engine = engine
 
-    def labels(self, prompts: Sequence[str], responses: Sequence[str],
-               prompt_tags: Sequence[str] | None = None) -> list[SafetyLabels | None]:
+    def labels(
+        self, prompts: Sequence[str], responses: Sequence[str], prompt_tags: Sequence[str] | None = None
+    ) -> list[SafetyLabels | None]:
         """One verdict per (prompt, response). `prompt_tags` ("harmful"/"unharmful") are only read by the
         rules engine, which cannot classify a prompt by itself."""
         tags = list(prompt_tags) if prompt_tags is not None else [""] * len(prompts)
-        items = [JudgeItem("safety", question=p, response=r, ground_truth=t)
-                 for p, r, t in zip(prompts, responses, tags, strict=True)]
+        items = [
+            JudgeItem("safety", question=p, response=r, ground_truth=t)
+            for p, r, t in zip(prompts, responses, tags, strict=True)
+        ]
         out: list[SafetyLabels | None] = []
         for v in self.engine.judge(items):
             out.append(SafetyLabels(**v.labels) if v.ok and len(v.labels) == 3 else None)
@@ -44,8 +48,9 @@ class SafetyJudge:
         return self.labels([prompt], [response])[0]
 
 
-def reward_table(labels: SafetyLabels, seed_harmful: bool, attacked: bool,
-                 mode: RewardMode = "general_sum") -> dict[str, float]:
+def reward_table(
+    labels: SafetyLabels, seed_harmful: bool, attacked: bool, mode: RewardMode = "general_sum"
+) -> dict[str, float]:
     """Judge-based reward per role for one episode (no attacker entry when the seed was not attacked)."""
     general = judge_rewards(labels, seed_harmful, attacked)
     if mode == "general_sum":
@@ -58,8 +63,13 @@ def reward_table(labels: SafetyLabels, seed_harmful: bool, attacked: bool,
     raise ValueError(f"unknown red-team reward mode {mode!r}")
 
 
-def episode_rewards(labels: SafetyLabels | None, seed_harmful: bool, attacked: bool,
-                    formats: dict[str, bool], mode: RewardMode = "general_sum") -> dict[str, float] | None:
+def episode_rewards(
+    labels: SafetyLabels | None,
+    seed_harmful: bool,
+    attacked: bool,
+    formats: dict[str, bool],
+    mode: RewardMode = "general_sum",
+) -> dict[str, float] | None:
     """Total reward per role: judge terms plus the ±1 CoT format term of each role that played.
     None for a tie (missing label): the episode is removed."""
     if labels is None:

@@ -8,6 +8,7 @@ run in a worker thread; the replica's event loop keeps serving health checks mea
     app = build_app(JudgeConfig(backend="transformers", model="tiny-qwen3"))
     handle = serve.run(app, name="judge", route_prefix="/judge")
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -19,9 +20,22 @@ from ray import serve
 
 from judge.config import JudgeConfig
 from services.judge_api import (
-    APP_NAME, GPORequest, GPOResponse, GPORewardModel, HealthResponse, PreferenceRequest, PreferenceResponse,
-    SafetyLabelsModel, SafetyRequest, SafetyResponse, ScoreRequest, ScoreResponse, ScoreResult,
-    VerdictRequest, VerdictResponse, VerdictResult,
+    APP_NAME,
+    GPORequest,
+    GPOResponse,
+    GPORewardModel,
+    HealthResponse,
+    PreferenceRequest,
+    PreferenceResponse,
+    SafetyLabelsModel,
+    SafetyRequest,
+    SafetyResponse,
+    ScoreRequest,
+    ScoreResponse,
+    ScoreResult,
+    VerdictRequest,
+    VerdictResponse,
+    VerdictResult,
 )
 
 api = FastAPI(title="payoff judge")
@@ -49,47 +63,73 @@ class JudgeDeployment:
         from judge.gtalign import GTAlignSample, GTAlignScorer
 
         t0 = time.perf_counter()
-        scorer = self.scorer if req.welfare == "cobb_douglas" else \
-            GTAlignScorer(self.engine, welfare=req.welfare, job=self.config.job)
+        scorer = (
+            self.scorer
+            if req.welfare == "cobb_douglas"
+            else GTAlignScorer(self.engine, welfare=req.welfare, job=self.config.job)
+        )
         results = scorer.score([GTAlignSample(**item.model_dump()) for item in req.items], req.normalize)
-        return ScoreResponse(results=[ScoreResult(**r.to_dict()) for r in results],
-                             backend=self.engine.backend, elapsed_s=time.perf_counter() - t0)
+        return ScoreResponse(
+            results=[ScoreResult(**r.to_dict()) for r in results],
+            backend=self.engine.backend,
+            elapsed_s=time.perf_counter() - t0,
+        )
 
     def _verdicts(self, req: VerdictRequest) -> VerdictResponse:
         from judge.types import JudgeItem
 
         verdicts = self.engine.judge([JudgeItem(**item.model_dump()) for item in req.items])
-        return VerdictResponse(results=[
-            VerdictResult(value=v.value, error=v.error, text=v.text, labels=v.labels) for v in verdicts])
+        return VerdictResponse(
+            results=[
+                VerdictResult(value=v.value, error=v.error, text=v.text, labels=v.labels) for v in verdicts
+            ]
+        )
 
     def _preference(self, req: PreferenceRequest) -> PreferenceResponse:
         from judge.preference import PreferenceJudge
 
         judge = PreferenceJudge(self.engine, soft=req.soft)
         wr = judge.win_rates(req.question, req.responses, req.ground_truth)
-        return PreferenceResponse(matrix=wr.matrix.tolist(), scores=wr.scores.tolist(), n_soft=wr.n_soft,
-                                  n_hard=wr.n_hard, n_failed=wr.n_failed)
+        return PreferenceResponse(
+            matrix=wr.matrix.tolist(),
+            scores=wr.scores.tolist(),
+            n_soft=wr.n_soft,
+            n_hard=wr.n_hard,
+            n_failed=wr.n_failed,
+        )
 
     def _safety(self, req: SafetyRequest) -> SafetyResponse:
         from judge.safety import SafetyJudge
 
         labels = SafetyJudge(self.engine).labels(req.prompts, req.responses, req.prompt_tags)
-        return SafetyResponse(labels=[None if lab is None else SafetyLabelsModel(**vars(lab))
-                                      for lab in labels])
+        return SafetyResponse(
+            labels=[None if lab is None else SafetyLabelsModel(**vars(lab)) for lab in labels]
+        )
 
     def _gpo(self, req: GPORequest) -> GPOResponse:
         from judge.gpo import DiversityBuffer, GPOScorer
 
         if self._embedder is None:
             from judge.embeddings import Embedder
+
             self._embedder = Embedder()
         buffer = DiversityBuffer(self._embedder)
         buffer.score_and_add(req.history)
         rewards = GPOScorer(self.engine, buffer).score(req.prompts, req.replies, req.adversary_step)
-        return GPOResponse(rewards=[GPORewardModel(p_safe=r.p_safe, p_unsafe=r.p_unsafe,
-                                                   self_bleu=r.diversity.self_bleu, cosine=r.diversity.cosine,
-                                                   defender=r.defender, adversary=r.adversary, ok=r.ok)
-                                    for r in rewards])
+        return GPOResponse(
+            rewards=[
+                GPORewardModel(
+                    p_safe=r.p_safe,
+                    p_unsafe=r.p_unsafe,
+                    self_bleu=r.diversity.self_bleu,
+                    cosine=r.diversity.cosine,
+                    defender=r.defender,
+                    adversary=r.adversary,
+                    ok=r.ok,
+                )
+                for r in rewards
+            ]
+        )
 
     # ---- routes (also callable by method name through a DeploymentHandle) -----------------------
     @api.post("/score")
@@ -130,9 +170,12 @@ def deployment_options(config: JudgeConfig) -> dict:
     opts: dict = {"name": s.name, "ray_actor_options": actor, "max_ongoing_requests": s.max_ongoing_requests}
     if s.autoscaling:
         opts["autoscaling_config"] = {
-            "min_replicas": s.min_replicas, "max_replicas": s.max_replicas,
+            "min_replicas": s.min_replicas,
+            "max_replicas": s.max_replicas,
             "target_ongoing_requests": s.target_ongoing_requests,
-            "upscale_delay_s": s.upscale_delay_s, "downscale_delay_s": s.downscale_delay_s}
+            "upscale_delay_s": s.upscale_delay_s,
+            "downscale_delay_s": s.downscale_delay_s,
+        }
     else:
         opts["num_replicas"] = s.replicas
     return opts

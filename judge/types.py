@@ -5,6 +5,7 @@ ambiguity, pareto), the red-team safety classifier of §5.2 (safety) and the pai
 (preference). Every engine, model-backed or rules-based, maps items to verdicts and never raises:
 a failure is a Verdict with `error` set ("reason: detail"), which the reward pipelines score as 0.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

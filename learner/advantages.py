@@ -1,6 +1,7 @@
 """Advantage estimators: GAE / T-PPO's extended GAE, GRPO and RLOO group baselines, GRL group filtering,
 role-conditioned normalisation for two-role games. Pure torch/numpy on small tensors; no model here.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -9,8 +10,9 @@ from collections.abc import Sequence
 import torch
 
 
-def egae(rewards: torch.Tensor, values: torch.Tensor, finished: bool, gamma: float = 1.0,
-         lam: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def egae(
+    rewards: torch.Tensor, values: torch.Tensor, finished: bool, gamma: float = 1.0, lam: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """GAE over one response's tokens (spec §2.3); returns (advantages, returns).
 
     Finished: V(s_T) := 0. Unfinished (T-PPO window ended): the successor state does not exist yet and
@@ -34,8 +36,9 @@ def egae(rewards: torch.Tensor, values: torch.Tensor, finished: bool, gamma: flo
     return adv.to(values.device, values.dtype), (adv + v).to(values.device, values.dtype)
 
 
-def group_advantages(rewards: Sequence[float], groups: Sequence[str], mode: str = "grpo",
-                     eps: float = 1e-6) -> list[float]:
+def group_advantages(
+    rewards: Sequence[float], groups: Sequence[str], mode: str = "grpo", eps: float = 1e-6
+) -> list[float]:
     """GRPO: (r − mean_g) / (std_g + eps); RLOO: r − mean of the *other* members; 'mean': r − mean_g."""
     by: dict[str, list[int]] = defaultdict(list)
     for i, g in enumerate(groups):
@@ -57,15 +60,18 @@ def group_advantages(rewards: Sequence[float], groups: Sequence[str], mode: str 
     return out
 
 
-def filter_groups_by_std(rewards: Sequence[float], groups: Sequence[str], keep_ratio: float,
-                         reverse: bool = False) -> list[int]:
+def filter_groups_by_std(
+    rewards: Sequence[float], groups: Sequence[str], keep_ratio: float, reverse: bool = False
+) -> list[int]:
     """GRL: keep the top `keep_ratio` of groups by within-group reward std ('std_rev' keeps the lowest);
     returns the indices of the samples kept."""
     by: dict[str, list[int]] = defaultdict(list)
     for i, g in enumerate(groups):
         by[g].append(i)
-    stds = {g: float(torch.tensor([rewards[i] for i in idx], dtype=torch.float64).std(unbiased=False))
-            for g, idx in by.items()}
+    stds = {
+        g: float(torch.tensor([rewards[i] for i in idx], dtype=torch.float64).std(unbiased=False))
+        for g, idx in by.items()
+    }
     order = sorted(by, key=lambda g: stds[g], reverse=not reverse)
     n_keep = max(1, round(len(order) * keep_ratio))
     return sorted(i for g in order[:n_keep] for i in by[g])

@@ -1,6 +1,7 @@
 """One loss per algorithm for a TrainBatch. The trainer owns models and optimizers; this file only says
 how a batch becomes a scalar loss (and a few statistics).
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -23,8 +24,9 @@ def needs_reference(algorithm: str, hyper: Hyper) -> bool:
     return algorithm in PREFERENCE_ALGORITHMS or hyper.kl_coef > 0
 
 
-def policy_gradient_loss(algorithm: str, policy, batch: TrainBatch, hyper: Hyper,
-                         critic=None, ref=None) -> tuple[torch.Tensor, dict[str, float]]:
+def policy_gradient_loss(
+    algorithm: str, policy, batch: TrainBatch, hyper: Hyper, critic=None, ref=None
+) -> tuple[torch.Tensor, dict[str, float]]:
     """PPO / T-PPO (critic + EGAE), GRPO / RLOO (group baselines), GPO / self-red-team (role-conditioned
     group baselines). The proximal policy is the behaviour policy recorded by the engine, corrected for
     staleness by truncated importance sampling inside the clip."""
@@ -49,9 +51,16 @@ def policy_gradient_loss(algorithm: str, policy, batch: TrainBatch, hyper: Hyper
     # Decoupled PPO: the proximal policy is the learner's own weights before this update (one epoch per
     # batch, so ratio = 1 at the start) and the gap to the stale behaviour policy that sampled the tokens
     # is corrected by truncated importance sampling.
-    loss, pstats = losses.ppo_policy_loss(logp, logp.detach(), adv.detach(), mask, hyper.clip_ratio_low,
-                                          hyper.clip_ratio_high, behav_logp=batch.behav_logp,
-                                          tis_cap=hyper.tis_cap)
+    loss, pstats = losses.ppo_policy_loss(
+        logp,
+        logp.detach(),
+        adv.detach(),
+        mask,
+        hyper.clip_ratio_low,
+        hyper.clip_ratio_high,
+        behav_logp=batch.behav_logp,
+        tis_cap=hyper.tis_cap,
+    )
     stats.update(pstats)
     if hyper.entropy_coef:
         ent = losses.entropy(logits, mask[:, kept])
@@ -79,8 +88,13 @@ def _critic_advantages(critic, batch: TrainBatch, hyper: Hyper, stats: dict):
         pos = batch.mask[i].nonzero().squeeze(-1)
         if pos.numel() == 0:
             continue
-        a, r = egae(batch.rewards[i, pos].detach(), values[i, pos].detach(), bool(batch.finished[i]),
-                    hyper.gamma, hyper.lam)
+        a, r = egae(
+            batch.rewards[i, pos].detach(),
+            values[i, pos].detach(),
+            bool(batch.finished[i]),
+            hyper.gamma,
+            hyper.lam,
+        )
         adv[i, pos], returns[i, pos] = a, r
     vmask = batch.mask * batch.finished[:, None].float()
     vloss = losses.value_loss(values, values.detach(), returns.detach(), vmask) if vmask.sum() else None
@@ -123,10 +137,13 @@ def preference_loss(algorithm: str, policy, ref, batch: TrainBatch, hyper: Hyper
     if algorithm == "dpo":
         loss = losses.dpo_loss(logp[w], logp[lo], ref_lp[w], ref_lp[lo], hyper.beta)
     elif algorithm == "ipo":
-        loss = losses.ipo_loss(logp[w], logp[lo], last[w], last[lo], hyper.beta)  # reference = previous iterate
+        loss = losses.ipo_loss(
+            logp[w], logp[lo], last[w], last[lo], hyper.beta
+        )  # reference = previous iterate
     else:  # inpo, comal (COMAL differs by resetting the reference model, which the trainer does)
-        loss = losses.inpo_loss(logp[w], logp[lo], ref_lp[w], ref_lp[lo], last[w], last[lo],
-                                hyper.eta, hyper.beta)
+        loss = losses.inpo_loss(
+            logp[w], logp[lo], ref_lp[w], ref_lp[lo], last[w], last[lo], hyper.eta, hyper.beta
+        )
     return loss, {"policy_loss": float(loss.detach()), "pairs": float(len(pairs))}
 
 

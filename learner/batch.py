@@ -3,6 +3,7 @@
 Position t of every per-token tensor here describes token t+1 of the sequence (the token predicted from
 the prefix up to t), so loss masks, behaviour logprobs and rewards line up with `logits[:, :-1]`.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -17,14 +18,14 @@ from services.schemas import Trajectory
 
 @dataclass
 class TrainBatch:
-    input_ids: torch.Tensor      # [B, T] right-padded
-    attention: torch.Tensor      # [B, T]
-    mask: torch.Tensor           # [B, T-1] 1 where the predicted token is trained on
-    behav_logp: torch.Tensor     # [B, T-1] engine logprobs of the predicted tokens
-    versions: torch.Tensor       # [B, T-1]
-    rewards: torch.Tensor        # [B, T-1] token rewards (sparse)
-    seq_reward: torch.Tensor     # [B]
-    finished: torch.Tensor       # [B] bool
+    input_ids: torch.Tensor  # [B, T] right-padded
+    attention: torch.Tensor  # [B, T]
+    mask: torch.Tensor  # [B, T-1] 1 where the predicted token is trained on
+    behav_logp: torch.Tensor  # [B, T-1] engine logprobs of the predicted tokens
+    versions: torch.Tensor  # [B, T-1]
+    rewards: torch.Tensor  # [B, T-1] token rewards (sparse)
+    seq_reward: torch.Tensor  # [B]
+    finished: torch.Tensor  # [B] bool
     groups: list[str] = field(default_factory=list)
     roles: list[str] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
@@ -33,8 +34,16 @@ class TrainBatch:
         return self.input_ids.shape[0]
 
     def to(self, device) -> TrainBatch:
-        for name in ("input_ids", "attention", "mask", "behav_logp", "versions", "rewards", "seq_reward",
-                     "finished"):
+        for name in (
+            "input_ids",
+            "attention",
+            "mask",
+            "behav_logp",
+            "versions",
+            "rewards",
+            "seq_reward",
+            "finished",
+        ):
             setattr(self, name, getattr(self, name).to(device))
         return self
 
@@ -46,22 +55,26 @@ def collate(trajs: list[Trajectory], pad_id: int) -> TrainBatch:
         out = np.full((b, width), value, dtype=dtype)
         for i, t in enumerate(trajs):
             arr = getattr(t, field_name)
-            out[i, :len(arr)] = arr
+            out[i, : len(arr)] = arr
         return out
 
     ids = pad("token_ids", pad_id, np.int64)
     att = np.zeros((b, width), dtype=np.int64)
     for i, t in enumerate(trajs):
-        att[i, :len(t.token_ids)] = 1
+        att[i, : len(t.token_ids)] = 1
     return TrainBatch(
-        input_ids=torch.from_numpy(ids), attention=torch.from_numpy(att),
+        input_ids=torch.from_numpy(ids),
+        attention=torch.from_numpy(att),
         mask=torch.from_numpy(pad("loss_mask", 0, np.float32)[:, 1:]),
         behav_logp=torch.from_numpy(pad("logprobs", 0.0, np.float32)[:, 1:]),
         versions=torch.from_numpy(pad("versions", -1, np.int64)[:, 1:]),
         rewards=torch.from_numpy(pad("rewards", 0.0, np.float32)[:, 1:]),
         seq_reward=torch.tensor([t.reward for t in trajs], dtype=torch.float32),
         finished=torch.tensor([t.finished for t in trajs]),
-        groups=[t.group_id for t in trajs], roles=[t.role for t in trajs], ids=[t.id for t in trajs])
+        groups=[t.group_id for t in trajs],
+        roles=[t.role for t in trajs],
+        ids=[t.id for t in trajs],
+    )
 
 
 def token_logprobs(model: torch.nn.Module, batch: TrainBatch, with_logits: bool = False):

@@ -7,6 +7,7 @@ previous checkpoint (whose model never saw them); a crash between the save and t
 resume by acking the ids the checkpoint lists. Checkpoints are written to a temp dir and renamed, so a
 crash mid-save leaves the previous one intact.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,17 @@ import torch
 STATE = "state.json"
 
 
-def save(root: Path, step: int, version: int, policy, tokenizer, extra: dict[str, torch.nn.Module | torch.optim.Optimizer],
-         trained_ids: list[str], entry_ids: list[str], keep: int = 2) -> Path:
+def save(
+    root: Path,
+    step: int,
+    version: int,
+    policy,
+    tokenizer,
+    extra: dict[str, torch.nn.Module | torch.optim.Optimizer],
+    trained_ids: list[str],
+    entry_ids: list[str],
+    keep: int = 2,
+) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:08d}"
     tmp = root / f".tmp-step-{step:08d}"
@@ -29,8 +39,17 @@ def save(root: Path, step: int, version: int, policy, tokenizer, extra: dict[str
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp / "policy")
     torch.save({k: v.state_dict() for k, v in extra.items() if v is not None}, tmp / "trainer.pt")
-    (tmp / STATE).write_text(json.dumps({"step": step, "version": version, "trained_ids": trained_ids,
-                                         "entry_ids": entry_ids, "saved_at": time.time()}))
+    (tmp / STATE).write_text(
+        json.dumps(
+            {
+                "step": step,
+                "version": version,
+                "trained_ids": trained_ids,
+                "entry_ids": entry_ids,
+                "saved_at": time.time(),
+            }
+        )
+    )
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     for old in sorted(root.glob("step-*"))[:-keep]:

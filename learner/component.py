@@ -43,9 +43,13 @@ class LearnerRun:
         try:
             spec, ln = self.spec, self.spec.learner
             cfg = LearnerConfig.from_job(spec, self.job_id, self.redis_url, str(self.dir / "checkpoints"))
-            launch = TrainLaunch(workers=ln.workers, cpus_per_worker=ln.cpus_per_worker,
-                                 gpus_per_worker=ln.gpus_per_worker, strategy=ln.strategy,
-                                 storage_path=str(self.dir / "ray"))
+            launch = TrainLaunch(
+                workers=ln.workers,
+                cpus_per_worker=ln.cpus_per_worker,
+                gpus_per_worker=ln.gpus_per_worker,
+                strategy=ln.strategy,
+                storage_path=str(self.dir / "ray"),
+            )
             self.state = "running"
             result = fit(cfg, launch, export_dir=str(self.dir / "final"))
             if result.error:
@@ -66,7 +70,8 @@ class LearnerComponent(DetachedActorComponent):
 
     def launch(self, job: JobRecord, name: str) -> None:
         LearnerRun.options(name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True).remote(
-            job.id, job.spec.model_dump(), self.ctx.redis_url, str(self.ctx.data_dir))
+            job.id, job.spec.model_dump(), self.ctx.redis_url, str(self.ctx.data_dir)
+        )
 
 
 register_component(LEARNER, LearnerComponent, order=90)

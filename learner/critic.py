@@ -1,5 +1,6 @@
 """Value model for PPO / T-PPO: the policy's architecture (optionally its first N blocks) without the LM
 head, plus a scalar head; and partial fine-tuning (freeze all but the top blocks)."""
+
 from __future__ import annotations
 
 import torch

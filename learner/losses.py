@@ -1,6 +1,7 @@
 """Loss functions. Token-level ones take [B, T] tensors with a 0/1 mask; sequence-level preference losses
 take summed response log-probs [P] for chosen (w) and rejected (l) responses. Spec: ALGORITHMS §2–4.
 """
+
 from __future__ import annotations
 
 import torch
@@ -12,9 +13,16 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
 
-def ppo_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
-                    clip_low: float = 0.2, clip_high: float = 0.28, behav_logp: torch.Tensor | None = None,
-                    tis_cap: float | None = 2.0) -> tuple[torch.Tensor, dict[str, float]]:
+def ppo_policy_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    adv: torch.Tensor,
+    mask: torch.Tensor,
+    clip_low: float = 0.2,
+    clip_high: float = 0.28,
+    behav_logp: torch.Tensor | None = None,
+    tis_cap: float | None = 2.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped PPO surrogate with clip-higher, plus truncated importance sampling for stale tokens.
 
     `old_logp` is the proximal policy (the learner's weights before this update); `behav_logp` the
@@ -29,13 +37,20 @@ def ppo_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tenso
     loss = -masked_mean(surr, mask)
     with torch.no_grad():
         clipped = ((ratio < 1 - clip_low) | (ratio > 1 + clip_high)).float()
-        stats = {"clip_frac": float(masked_mean(clipped, mask)),
-                 "approx_kl": float(masked_mean(old_logp - logp, mask))}
+        stats = {
+            "clip_frac": float(masked_mean(clipped, mask)),
+            "approx_kl": float(masked_mean(old_logp - logp, mask)),
+        }
     return loss, stats
 
 
-def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
-               clip: float | None = 0.5) -> torch.Tensor:
+def value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    clip: float | None = 0.5,
+) -> torch.Tensor:
     """Clipped value loss (0.5 · max of the two squared errors)."""
     err = (values - returns) ** 2
     if clip is not None:
@@ -71,8 +86,9 @@ def inpo_loss(pw, pl, ref_w, ref_l, last_w, last_l, eta: float, tau: float) -> t
     return (h - eta / 2).pow(2).mean()
 
 
-def comal_code_loss(pw, pl, ref_w, ref_l, last_w, last_l, eta_c: float = 0.002,
-                    tau_eta_ratio: float = 1 / 3) -> torch.Tensor:
+def comal_code_loss(
+    pw, pl, ref_w, ref_l, last_w, last_l, eta_c: float = 0.002, tau_eta_ratio: float = 1 / 3
+) -> torch.Tensor:
     """COMAL's coded form: h(y) = log πθ − r log πref − (1−r) log πt; (h(yw) − h(yl) − 1/(2η_c))².
     COMAL = this loss + resetting π_ref to the current policy every few iterations (the trainer does)."""
     r = tau_eta_ratio
@@ -86,8 +102,9 @@ def sppo_loss(logp, last_logp, win_rate, eta: float) -> torch.Tensor:
     return (logp - last_logp - eta * (win_rate - 0.5)).pow(2).mean()
 
 
-def nash_mp_loss(logp, last_logp, ref_logp, win_rate, group: torch.Tensor, eta: float,
-                 beta: float) -> torch.Tensor:
+def nash_mp_loss(
+    logp, last_logp, ref_logp, win_rate, group: torch.Tensor, eta: float, beta: float
+) -> torch.Tensor:
     """Sample form of one Nash-MP prox step: regress log πθ(y) onto its closed-form target
     [log πt + ηβ log πref + η P̂(y ≻ opponent)]/(1+ηβ). The target holds up to a per-prompt constant
     (the softmax normaliser), so the residual is centred within each prompt's group (`group`: int ids)."""

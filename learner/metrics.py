@@ -3,6 +3,7 @@
 `observe_step` turns the stats dict `Trainer.train_step` returns into series, so the trainer only makes one
 call per step and the metric names live here.
 """
+
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -13,34 +14,89 @@ _J = ["job"]
 
 STEPS = Counter("payoff_learner_steps_total", "Optimizer steps taken", _J, registry=REGISTRY)
 SAMPLES = Counter("payoff_learner_samples_total", "Trajectories trained on", _J, registry=REGISTRY)
-STEP_SECONDS = Histogram("payoff_learner_step_seconds", "Wall time of one train_step (forward+backward+update)",
-                         _J, registry=REGISTRY, buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
-LOSS = Gauge("payoff_learner_loss", "Last value of each loss term reported by the algorithm", ["job", "term"],
-             registry=REGISTRY)
-REWARD_MEAN = Gauge("payoff_learner_reward_mean", "Mean sequence reward of the last batch", _J, registry=REGISTRY)
-STALENESS = Gauge("payoff_learner_staleness_versions", "Mean policy-version lag of the last batch", _J,
-                  registry=REGISTRY)
-POLICY_VERSION = Gauge("payoff_learner_policy_version", "Learner's current policy version", _J, registry=REGISTRY)
-SYNC_SECONDS = Histogram("payoff_learner_weight_sync_seconds", "Duration of one weight push to rollout replicas",
-                         _J, registry=REGISTRY, buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60))
-SYNC_BYTES = Counter("payoff_learner_weight_sync_bytes_total", "Bytes pushed to rollout replicas", _J,
-                     registry=REGISTRY)
-SYNC_FAILURES = Counter("payoff_learner_weight_sync_failures_total", "Replicas a weight push failed to reach",
-                        _J, registry=REGISTRY)
-CHECKPOINT_SECONDS = Histogram("payoff_learner_checkpoint_seconds", "Time to write a checkpoint and ack", _J,
-                               registry=REGISTRY, buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
+STEP_SECONDS = Histogram(
+    "payoff_learner_step_seconds",
+    "Wall time of one train_step (forward+backward+update)",
+    _J,
+    registry=REGISTRY,
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+LOSS = Gauge(
+    "payoff_learner_loss",
+    "Last value of each loss term reported by the algorithm",
+    ["job", "term"],
+    registry=REGISTRY,
+)
+REWARD_MEAN = Gauge(
+    "payoff_learner_reward_mean", "Mean sequence reward of the last batch", _J, registry=REGISTRY
+)
+STALENESS = Gauge(
+    "payoff_learner_staleness_versions", "Mean policy-version lag of the last batch", _J, registry=REGISTRY
+)
+POLICY_VERSION = Gauge(
+    "payoff_learner_policy_version", "Learner's current policy version", _J, registry=REGISTRY
+)
+SYNC_SECONDS = Histogram(
+    "payoff_learner_weight_sync_seconds",
+    "Duration of one weight push to rollout replicas",
+    _J,
+    registry=REGISTRY,
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+SYNC_BYTES = Counter(
+    "payoff_learner_weight_sync_bytes_total", "Bytes pushed to rollout replicas", _J, registry=REGISTRY
+)
+SYNC_FAILURES = Counter(
+    "payoff_learner_weight_sync_failures_total",
+    "Replicas a weight push failed to reach",
+    _J,
+    registry=REGISTRY,
+)
+CHECKPOINT_SECONDS = Histogram(
+    "payoff_learner_checkpoint_seconds",
+    "Time to write a checkpoint and ack",
+    _J,
+    registry=REGISTRY,
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
 
-REWARD_BY_SOURCE = Gauge("payoff_learner_reward_by_source", "Sequence reward of the last batch per data_source",
-                         ["job", "data_source", "stat"], registry=REGISTRY)
-IDLE_SECONDS = Counter("payoff_learner_idle_seconds_total", "Seconds the learner waited for trajectories", _J,
-                       registry=REGISTRY)
-IDLE_RATIO = Gauge("payoff_learner_idle_ratio", "Share of the last step spent waiting for trajectories", _J,
-                   registry=REGISTRY)
+REWARD_BY_SOURCE = Gauge(
+    "payoff_learner_reward_by_source",
+    "Sequence reward of the last batch per data_source",
+    ["job", "data_source", "stat"],
+    registry=REGISTRY,
+)
+IDLE_SECONDS = Counter(
+    "payoff_learner_idle_seconds_total", "Seconds the learner waited for trajectories", _J, registry=REGISTRY
+)
+IDLE_RATIO = Gauge(
+    "payoff_learner_idle_ratio",
+    "Share of the last step spent waiting for trajectories",
+    _J,
+    registry=REGISTRY,
+)
 
 # stats keys the algorithms report that are loss terms (or KL) rather than bookkeeping
-_NOT_LOSS = {"step", "version", "samples", "reward_mean", "staleness", "step_s", "push_s", "push_bytes",
-             "push_ok", "push_failed", "checkpoint", "checkpoint_s", "wait_s", "idle_ratio",
-             "behaviour_version_max", "finished", "report_s", "trained_tokens"}
+_NOT_LOSS = {
+    "step",
+    "version",
+    "samples",
+    "reward_mean",
+    "staleness",
+    "step_s",
+    "push_s",
+    "push_bytes",
+    "push_ok",
+    "push_failed",
+    "checkpoint",
+    "checkpoint_s",
+    "wait_s",
+    "idle_ratio",
+    "behaviour_version_max",
+    "finished",
+    "report_s",
+    "trained_tokens",
+}
 
 
 def observe_step(job: str, stats: dict, by_source: dict[str, tuple[float, float]] | None = None) -> None:

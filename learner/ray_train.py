@@ -5,6 +5,7 @@ pushes weights and writes checkpoints, every rank acks its own entries after the
 learner/trainer.py). Ray Train restarts failed workers (FailureConfig), and a restarted worker resumes from
 the latest checkpoint, so nothing is lost or trained twice.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -44,6 +45,7 @@ def train_loop(config: dict) -> None:
     device = str(rt.get_device())
     if device == "cpu":  # as many intra-op threads as the worker holds CPUs, no more (they share a node)
         import torch
+
         torch.set_num_threads(max(1, int(config.get("cpus_per_worker", 1))))
 
     def wrap(model):
@@ -66,12 +68,22 @@ def train_loop(config: dict) -> None:
         ckpt = stats.get("checkpoint")
         if rank == 0:  # the job's event stream: the gateway's SSE, reward curve and summary read it
             try:
-                publish_event(learner.client, StepEvent(job_id=cfg.job_id, step=step,
-                                                        policy_version=int(stats["version"]), metrics=metrics))
+                publish_event(
+                    learner.client,
+                    StepEvent(
+                        job_id=cfg.job_id, step=step, policy_version=int(stats["version"]), metrics=metrics
+                    ),
+                )
                 if ckpt:
-                    publish_event(learner.client, CheckpointEvent(job_id=cfg.job_id, step=step,
-                                                                  path=f"{ckpt}/policy",
-                                                                  policy_version=int(stats["version"])))
+                    publish_event(
+                        learner.client,
+                        CheckpointEvent(
+                            job_id=cfg.job_id,
+                            step=step,
+                            path=f"{ckpt}/policy",
+                            policy_version=int(stats["version"]),
+                        ),
+                    )
             except Exception as e:  # metrics must never stop training
                 log.warning("could not publish step events: %s", e)
         # our own checkpoint dir is the source of truth for resume; Ray gets a copy for its Result. Ray
@@ -99,14 +111,23 @@ def build_trainer(learner: LearnerConfig, launch: TrainLaunch, export_dir: str |
         resources["GPU"] = launch.gpus_per_worker
     return TorchTrainer(
         train_loop,
-        train_loop_config={"learner": learner.model_dump(), "strategy": launch.strategy,
-                           "export_dir": export_dir, "cpus_per_worker": launch.cpus_per_worker},
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo",
-                                 timeout_s=int(launch.collective_timeout_s)),
-        scaling_config=ScalingConfig(num_workers=launch.workers, use_gpu=use_gpu,
-                                     resources_per_worker=resources),
-        run_config=RunConfig(name=f"learner-{learner.job_id}", storage_path=launch.storage_path,
-                             failure_config=FailureConfig(max_failures=launch.max_failures)),
+        train_loop_config={
+            "learner": learner.model_dump(),
+            "strategy": launch.strategy,
+            "export_dir": export_dir,
+            "cpus_per_worker": launch.cpus_per_worker,
+        },
+        torch_config=TorchConfig(
+            backend="nccl" if use_gpu else "gloo", timeout_s=int(launch.collective_timeout_s)
+        ),
+        scaling_config=ScalingConfig(
+            num_workers=launch.workers, use_gpu=use_gpu, resources_per_worker=resources
+        ),
+        run_config=RunConfig(
+            name=f"learner-{learner.job_id}",
+            storage_path=launch.storage_path,
+            failure_config=FailureConfig(max_failures=launch.max_failures),
+        ),
     )
 
 

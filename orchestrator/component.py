@@ -19,7 +19,8 @@ class OrchestratorComponent(DetachedActorComponent):
         from orchestrator.driver import JobDriver
 
         JobDriver.options(name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True).remote(
-            job.id, job.spec.model_dump(), self.ctx.redis_url)
+            job.id, job.spec.model_dump(), self.ctx.redis_url
+        )
 
 
 register_component(ORCHESTRATOR, OrchestratorComponent, order=80)

@@ -13,10 +13,17 @@ from services.rollout_api import EpisodeRequest, RolloutCall, RolloutClient
 def episode_request(schedule: Schedule, task: TaskSpec, call: int) -> EpisodeRequest:
     """The request for call number `call`: its seed depends only on the job's seed and the call index."""
     r = schedule.spec.rollout
-    return EpisodeRequest(env=task.env, data=task.data_path, options=task.options,
-                          seed=schedule.tasks.seed_base + call, group_size=r.group_size,
-                          max_turns=task.max_turns, enqueue=True, sampling=schedule.sampling,
-                          lengths=r.response_lengths)
+    return EpisodeRequest(
+        env=task.env,
+        data=task.data_path,
+        options=task.options,
+        seed=schedule.tasks.seed_base + call,
+        group_size=r.group_size,
+        max_turns=task.max_turns,
+        enqueue=True,
+        sampling=schedule.sampling,
+        lengths=r.response_lengths,
+    )
 
 
 class AsyncEpisodes(Schedule):

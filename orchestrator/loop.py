@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 REQUEST_TIMEOUT_S = 600.0
 
 
-def run(job_id: str, spec: JobSpec, client: RolloutClient, queue: TrajectoryQueue,
-        stop: threading.Event) -> RolloutStats:
+def run(
+    job_id: str, spec: JobSpec, client: RolloutClient, queue: TrajectoryQueue, stop: threading.Event
+) -> RolloutStats:
     schedule = make_schedule(spec, queue)
     gate = StalenessGate(queue, spec) if schedule.asynchronous else None
     stats = RolloutStats(spec.rollout.replicas)

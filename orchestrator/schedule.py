@@ -27,7 +27,9 @@ class Schedule:
         self.spec, self.tasks = spec, TaskSampler(spec)
         r = spec.rollout
         self.replicas = r.replicas
-        self.sampling = SamplingParams(max_tokens=r.max_response_tokens, temperature=r.temperature, top_p=r.top_p)
+        self.sampling = SamplingParams(
+            max_tokens=r.max_response_tokens, temperature=r.temperature, top_p=r.top_p
+        )
 
     def wait_turn(self, inflight: int, stop: threading.Event) -> None:
         """Block until the schedule may issue again (the sync barrier); asynchronous schedules never wait."""
@@ -43,8 +45,11 @@ class Schedule:
 def windowed(spec: JobSpec) -> bool:
     """T-PPO windows drive the rollouts when the job is async T-PPO and every task is single-turn;
     otherwise replicas play whole episodes."""
-    return (spec.algorithm == "tppo" and spec.asynchrony.mode == "async"
-            and all(t.max_turns == 1 for t in spec.tasks))
+    return (
+        spec.algorithm == "tppo"
+        and spec.asynchrony.mode == "async"
+        and all(t.max_turns == 1 for t in spec.tasks)
+    )
 
 
 def make_schedule(spec: JobSpec, queue: TrajectoryQueue) -> Schedule:

@@ -19,9 +19,16 @@ class TppoWindows(Schedule):
     def issue(self, client: RolloutClient) -> RolloutCall:
         task, call = self.tasks.next()
         r, a = self.spec.rollout, self.spec.asynchrony
-        req = WindowStepRequest(env=task.env, data=task.data_path, options=task.options,
-                                batch_size=r.groups_per_step * r.group_size, group_size=r.group_size,
-                                window=a.window_tokens, max_response_tokens=r.max_response_tokens,
-                                sampling=self.sampling, first_seed=self.tasks.seed_base + call * SEEDS_PER_CALL,
-                                lengths=r.response_lengths)
+        req = WindowStepRequest(
+            env=task.env,
+            data=task.data_path,
+            options=task.options,
+            batch_size=r.groups_per_step * r.group_size,
+            group_size=r.group_size,
+            window=a.window_tokens,
+            max_response_tokens=r.max_response_tokens,
+            sampling=self.sampling,
+            first_seed=self.tasks.seed_base + call * SEEDS_PER_CALL,
+            lengths=r.response_lengths,
+        )
         return client.tppo_step(req)

@@ -11,6 +11,7 @@ Commands:
   payoff redis ...     run the project's redis-server in the foreground
   payoff demo          train a real model end to end through the local stack (make demo)
 """
+
 from __future__ import annotations
 
 import importlib

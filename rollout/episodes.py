@@ -11,6 +11,7 @@
   adds the rewards of games that need one (GTAlign, red-team). A malformed output never raises: the game
   penalises it and the count lands in `Episode.info`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -28,6 +29,7 @@ Scorer = Callable[[list[Episode]], list[dict[str, float]]]  # extra reward per r
 @dataclass
 class _RoleTrack:
     """The token context of one role in one episode."""
+
     tokens: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     versions: list[int] = field(default_factory=list)
@@ -44,10 +46,19 @@ class _RoleTrack:
 
 
 class EpisodeRunner:
-    def __init__(self, engine: Engine, env_factory: Callable[[], object], job_id: str, env_name: str,
-                 sampling: SamplingParams | None = None, max_turns: int = 8,
-                 engines: dict[str, Engine] | None = None, scorer: Scorer | None = None,
-                 system_prompt: str | None = None, lengths: LengthProfile | None = None):
+    def __init__(
+        self,
+        engine: Engine,
+        env_factory: Callable[[], object],
+        job_id: str,
+        env_name: str,
+        sampling: SamplingParams | None = None,
+        max_turns: int = 8,
+        engines: dict[str, Engine] | None = None,
+        scorer: Scorer | None = None,
+        system_prompt: str | None = None,
+        lengths: LengthProfile | None = None,
+    ):
         self.engine, self.env_factory, self.job_id, self.env_name = engine, env_factory, job_id, env_name
         self.sampling = sampling or SamplingParams()
         self.max_turns, self.engines, self.scorer = max_turns, engines or {}, scorer
@@ -60,8 +71,7 @@ class EpisodeRunner:
     def run_group(self, seed: int, group_size: int) -> tuple[list[Episode], list[Trajectory]]:
         group = new_id()
         envs = [self.env_factory() for _ in range(group_size)]
-        episodes = [Episode(job_id=self.job_id, env=self.env_name, seed=seed, group_id=group)
-                    for _ in envs]
+        episodes = [Episode(job_id=self.job_id, env=self.env_name, seed=seed, group_id=group) for _ in envs]
         tracks: list[dict[str, _RoleTrack]] = [{} for _ in envs]
         obs = [env.reset(seed) for env in envs]
         for ep, env, o in zip(episodes, envs, obs):
@@ -99,7 +109,9 @@ class EpisodeRunner:
             self._observe(engine, track, obs[i][role])
             update = {"seed": None if self.sampling.seed is None else self.sampling.seed + seed * 1000 + i}
             if self.lengths is not None:  # benchmarks: the member's drawn length, EOS ignored
-                update.update(max_tokens=self.lengths.draw(seed, i, self.sampling.max_tokens), ignore_eos=True)
+                update.update(
+                    max_tokens=self.lengths.draw(seed, i, self.sampling.max_tokens), ignore_eos=True
+                )
             params = self.sampling.model_copy(update=update)
             requests.append(GenRequest(prompt_ids=track.tokens, params=params))
         outputs = engine.generate(requests)
@@ -116,10 +128,21 @@ class EpisodeRunner:
             result = envs[i].step(text)
             obs[i] = result.observation
             ep = episodes[i]
-            ep.turns.append(Turn(role=role, content=text, token_start=start, token_end=len(track.tokens),
-                                 version=out.versions[-1] if out.versions else None, reward=result.reward,
-                                 info={k: v for k, v in result.info.items()
-                                       if isinstance(v, (str, int, float, bool)) or v is None}))
+            ep.turns.append(
+                Turn(
+                    role=role,
+                    content=text,
+                    token_start=start,
+                    token_end=len(track.tokens),
+                    version=out.versions[-1] if out.versions else None,
+                    reward=result.reward,
+                    info={
+                        k: v
+                        for k, v in result.info.items()
+                        if isinstance(v, (str, int, float, bool)) or v is None
+                    },
+                )
+            )
             ep.info["n_invalid"] = int(ep.info.get("n_invalid", 0)) + int(result.info.get("n_invalid", 0))
             if result.info.get("success"):
                 ep.success = True
@@ -146,11 +169,13 @@ class EpisodeRunner:
         eos = tok.eos_token or ""
         cut = before.rfind(eos) + len(eos) if eos and eos in before else -1
         if not after.startswith(before) or cut < 0:
-            raise ValueError("the chat template does not render turns incrementally; "
-                             "multi-turn token accounting needs one that does (ChatML-like)")
+            raise ValueError(
+                "the chat template does not render turns incrementally; "
+                "multi-turn token accounting needs one that does (ChatML-like)"
+            )
         if track.mask and track.mask[-1] == 1 and track.tokens[-1] != tok.eos_token_id:
             track.extend([tok.eos_token_id])  # the turn was cut at max_tokens: close it as the template does
-        track.extend(tok(before[cut:] + after[len(before):], add_special_tokens=False)["input_ids"])
+        track.extend(tok(before[cut:] + after[len(before) :], add_special_tokens=False)["input_ids"])
 
     def _trajectories(self, ep: Episode, tracks: dict[str, _RoleTrack]) -> list[Trajectory]:
         out = []
@@ -162,12 +187,30 @@ class EpisodeRunner:
             rewards = np.zeros(len(tr.tokens), dtype=np.float32)
             last = max(i for i, m in enumerate(tr.mask) if m)
             rewards[last] = ep.rewards.get(role, 0.0)
-            out.append(Trajectory(
-                job_id=self.job_id, episode_id=ep.id, group_id=ep.group_id, role=role, env=self.env_name,
-                data_source=ep.data_source, token_ids=tr.tokens, logprobs=np.minimum(tr.logprobs, 0.0),
-                versions=tr.versions, loss_mask=tr.mask, rewards=rewards, prompt_len=tr.prompt_len,
-                finish_reason="stop" if tr.finish == "stop" else "length", reward=ep.rewards.get(role, 0.0),
-                role_ids=[roles.index(role)] * len(tr.tokens), roles=roles,
-                meta={"seed": ep.seed, "turns": len(ep.turns), "success": bool(ep.success),
-                      "n_invalid": int(ep.info.get("n_invalid", 0))}))
+            out.append(
+                Trajectory(
+                    job_id=self.job_id,
+                    episode_id=ep.id,
+                    group_id=ep.group_id,
+                    role=role,
+                    env=self.env_name,
+                    data_source=ep.data_source,
+                    token_ids=tr.tokens,
+                    logprobs=np.minimum(tr.logprobs, 0.0),
+                    versions=tr.versions,
+                    loss_mask=tr.mask,
+                    rewards=rewards,
+                    prompt_len=tr.prompt_len,
+                    finish_reason="stop" if tr.finish == "stop" else "length",
+                    reward=ep.rewards.get(role, 0.0),
+                    role_ids=[roles.index(role)] * len(tr.tokens),
+                    roles=roles,
+                    meta={
+                        "seed": ep.seed,
+                        "turns": len(ep.turns),
+                        "success": bool(ep.success),
+                        "n_invalid": int(ep.info.get("n_invalid", 0)),
+                    },
+                )
+            )
         return out

@@ -3,6 +3,7 @@
 Not `model.generate()`: we need to apply a weight update *between two decode steps* ("keep" mode) and
 tag each token with the version that produced it, which generate() cannot do.
 """
+
 from __future__ import annotations
 
 import random
@@ -18,8 +19,14 @@ from rollout.engine import Engine, EngineError, GenOutput, GenRequest, UpdateMod
 class HFEngine(Engine):
     name = "transformers"
 
-    def __init__(self, model: str, dtype: str = "float32", device: str | None = None,
-                 threads: int | None = None, update_timeout_s: float = 120.0):
+    def __init__(
+        self,
+        model: str,
+        dtype: str = "float32",
+        device: str | None = None,
+        threads: int | None = None,
+        update_timeout_s: float = 120.0,
+    ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from services.models import resolve_model
@@ -37,12 +44,13 @@ class HFEngine(Engine):
         self._eos = {e for e in eos + [self._tok.eos_token_id] if e is not None}
         self._pad = self._tok.pad_token_id if self._tok.pad_token_id is not None else min(self._eos)
         self._version = 0
-        self._gen_lock = threading.Lock()      # the model is not re-entrant: one batch at a time
-        self._update_lock = threading.Lock()   # one weight update at a time
+        self._gen_lock = threading.Lock()  # the model is not re-entrant: one batch at a time
+        self._update_lock = threading.Lock()  # one weight update at a time
         self._pending: tuple[list[tuple[str, torch.Tensor]], int] | None = None
         self._params = self._model.state_dict(keep_vars=True)  # includes tied names (lm_head.weight)
-        self._manifest = {n: (tuple(p.shape), str(p.dtype).removeprefix("torch."))
-                          for n, p in self._params.items()}
+        self._manifest = {
+            n: (tuple(p.shape), str(p.dtype).removeprefix("torch.")) for n, p in self._params.items()
+        }
         self.update_timeout_s = update_timeout_s
 
     # ------------------------------------------------------------------ interface
@@ -59,8 +67,9 @@ class HFEngine(Engine):
             finally:
                 self._apply_pending()
 
-    def load_weights(self, named: Iterable[tuple[str, torch.Tensor]], version: int,
-                     mode: UpdateMode = "keep") -> None:
+    def load_weights(
+        self, named: Iterable[tuple[str, torch.Tensor]], version: int, mode: UpdateMode = "keep"
+    ) -> None:
         named = list(named)
         check_update(self._manifest, named)
         with self._update_lock:
@@ -78,8 +87,9 @@ class HFEngine(Engine):
                         self._gen_lock.release()
                 if time.monotonic() > deadline:
                     self._pending = None
-                    raise EngineError(f"weight update to v{version} not applied within "
-                                      f"{self.update_timeout_s}s")
+                    raise EngineError(
+                        f"weight update to v{version} not applied within {self.update_timeout_s}s"
+                    )
 
     # ------------------------------------------------------------------ internals
     def _apply_pending(self) -> None:
@@ -99,20 +109,25 @@ class HFEngine(Engine):
         ids = torch.full((b, width), self._pad, dtype=torch.long)
         mask = torch.zeros((b, width), dtype=torch.long)
         for i, r in enumerate(reqs):  # left padding keeps every row's next token at the last column
-            ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
-            mask[i, width - len(r.prompt_ids):] = 1
+            ids[i, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
+            mask[i, width - len(r.prompt_ids) :] = 1
         ids, mask = ids.to(dev), mask.to(dev)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        gens = [torch.Generator().manual_seed(r.params.seed if r.params.seed is not None
-                                              else random.getrandbits(63)) for r in reqs]
+        gens = [
+            torch.Generator().manual_seed(
+                r.params.seed if r.params.seed is not None else random.getrandbits(63)
+            )
+            for r in reqs
+        ]
         stops = [set() if r.params.ignore_eos else self._eos | set(r.params.stop_token_ids) for r in reqs]
         out = [GenOutput(token_ids=[], logprobs=[], versions=[], finish_reason="length") for _ in reqs]
         active = [True] * b
         cache = None
         for _ in range(max(r.params.max_tokens for r in reqs)):
             self._apply_pending()  # "keep" updates land here, between two decode steps
-            res = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                        use_cache=True)
+            res = model(
+                input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True
+            )
             cache = res.past_key_values
             logits = res.logits[:, -1, :].float()
             logp = torch.log_softmax(logits, -1)

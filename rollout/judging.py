@@ -4,6 +4,7 @@ Talks to the judge only through the services/judge_api.py contract (a Serve hand
 rollout never imports judge internals. A judge failure scores 0 and is reported in the episode's info
 (the judge counts it in its metrics); it never fails the episode.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,18 +27,29 @@ class JudgeScorer:
     def client(self):
         if isinstance(self._judge, str):
             from services.judge_api import JudgeClient
+
             self._judge = JudgeClient(app_name=self._judge, timeout_s=self.timeout_s)
         return self._judge
 
     def __call__(self, episodes: list[Episode]) -> list[dict[str, float]]:
         out: list[dict[str, float]] = [{} for _ in episodes]
-        todo = [(i, ep) for i, ep in enumerate(episodes)
-                if ep.env == "gtalign" and ep.turns and ep.turns[-1].info.get("needs_judge")]
+        todo = [
+            (i, ep)
+            for i, ep in enumerate(episodes)
+            if ep.env == "gtalign" and ep.turns and ep.turns[-1].info.get("needs_judge")
+        ]
         if not todo:
             return out
-        items = [GTAlignItem(data_source=ep.data_source or "math-hard", output=ep.turns[-1].content,
-                             ground_truth=ep.ground_truth or "", question=str(ep.info.get("observation", "")),
-                             variant=self.variant) for _, ep in todo]
+        items = [
+            GTAlignItem(
+                data_source=ep.data_source or "math-hard",
+                output=ep.turns[-1].content,
+                ground_truth=ep.ground_truth or "",
+                question=str(ep.info.get("observation", "")),
+                variant=self.variant,
+            )
+            for _, ep in todo
+        ]
         try:
             results = self.client.score(ScoreRequest(items=items, welfare=self.welfare)).results
         except Exception as e:  # judge down: score 0, keep the episodes, say why

@@ -12,6 +12,7 @@ Single-turn games only (a window boundary inside a multi-turn exchange has no cl
 that need the judge are scored through the same episode `scorer` the EpisodeRunner uses, in one
 batched call per step.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -44,10 +45,21 @@ class _Seq:
 
 
 class WindowedRollout:
-    def __init__(self, engine: Engine, env_factory: Callable[[], object], job_id: str, env_name: str,
-                 batch_size: int, group_size: int, window: int, max_response_tokens: int,
-                 sampling: SamplingParams | None = None, first_seed: int = 0,
-                 scorer: EpisodeScorer | None = None, lengths: LengthProfile | None = None):
+    def __init__(
+        self,
+        engine: Engine,
+        env_factory: Callable[[], object],
+        job_id: str,
+        env_name: str,
+        batch_size: int,
+        group_size: int,
+        window: int,
+        max_response_tokens: int,
+        sampling: SamplingParams | None = None,
+        first_seed: int = 0,
+        scorer: EpisodeScorer | None = None,
+        lengths: LengthProfile | None = None,
+    ):
         if window > max_response_tokens:
             raise ValueError(f"window ({window}) is larger than max_response_tokens ({max_response_tokens})")
         self.engine, self.env_factory, self.job_id, self.env_name = engine, env_factory, job_id, env_name
@@ -71,16 +83,27 @@ class WindowedRollout:
                 role = env.current_role
                 prompt = self.engine.chat_prompt_ids([{"role": "user", "content": obs[role]}])
                 limit = self.lengths.draw(seed, member, self.max_len) if self.lengths else self.max_len
-                self.active.append(_Seq(env, new_id(), group, seed, prompt, observation=obs[role], limit=limit))
+                self.active.append(
+                    _Seq(env, new_id(), group, seed, prompt, observation=obs[role], limit=limit)
+                )
 
     def step(self) -> list[Trajectory]:
         """One T-PPO step: ≤ window tokens for every active sequence; returns this step's segments."""
         self._refill()
-        reqs = [GenRequest(prompt_ids=s.prompt + s.tokens, params=self.sampling.model_copy(update={
-                    "max_tokens": min(self.window, s.limit - len(s.tokens)),
-                    "seed": None if self.sampling.seed is None else
-                    self.sampling.seed + zlib.crc32(f"{s.seed}/{s.episode_id}/{s.segment}".encode())}))
-                for s in self.active]
+        reqs = [
+            GenRequest(
+                prompt_ids=s.prompt + s.tokens,
+                params=self.sampling.model_copy(
+                    update={
+                        "max_tokens": min(self.window, s.limit - len(s.tokens)),
+                        "seed": None
+                        if self.sampling.seed is None
+                        else self.sampling.seed + zlib.crc32(f"{s.seed}/{s.episode_id}/{s.segment}".encode()),
+                    }
+                ),
+            )
+            for s in self.active
+        ]
         outs = self.engine.generate(reqs)
         starts, ended = [], {}  # ended: index in the batch -> finish reason
         for i, (s, out) in enumerate(zip(self.active, outs)):
@@ -95,7 +118,9 @@ class WindowedRollout:
         reward_of = dict(zip(ended, rewards))
         segments, still = [], []
         for i, s in enumerate(self.active):
-            segments.append(self._segment(s, starts[i], i in ended, ended.get(i, "window"), reward_of.get(i, 0.0)))
+            segments.append(
+                self._segment(s, starts[i], i in ended, ended.get(i, "window"), reward_of.get(i, 0.0))
+            )
             if i in ended:
                 self.finished += 1
             else:
@@ -115,13 +140,29 @@ class WindowedRollout:
             text = self.engine.tokenizer.decode(s.tokens, skip_special_tokens=True)
             result = s.env.step(text)
             rewards.append(float(result.reward))
-            info = {k: v for k, v in result.info.items() if isinstance(v, (str, int, float, bool)) or v is None}
+            info = {
+                k: v for k, v in result.info.items() if isinstance(v, (str, int, float, bool)) or v is None
+            }
             source = result.info.get("data_source") or getattr(s.env, "data_source", None)
-            ep = Episode(job_id=self.job_id, env=self.env_name, seed=s.seed, group_id=s.group_id, done=True,
-                         data_source=str(source) if source else None,
-                         turns=[Turn(role=s.env.roles[0], content=text, token_start=0, token_end=len(s.tokens),
-                                     reward=result.reward, info=info)],
-                         info={"observation": s.observation[:4000]})
+            ep = Episode(
+                job_id=self.job_id,
+                env=self.env_name,
+                seed=s.seed,
+                group_id=s.group_id,
+                done=True,
+                data_source=str(source) if source else None,
+                turns=[
+                    Turn(
+                        role=s.env.roles[0],
+                        content=text,
+                        token_start=0,
+                        token_end=len(s.tokens),
+                        reward=result.reward,
+                        info=info,
+                    )
+                ],
+                info={"observation": s.observation[:4000]},
+            )
             if result.info.get("ground_truth") is not None:
                 ep.ground_truth = str(result.info["ground_truth"])
             eps.append(ep)
@@ -133,14 +174,24 @@ class WindowedRollout:
     def _segment(self, s: _Seq, start: int, done: bool, finish: str, reward: float) -> Trajectory:
         n_p, n = len(s.prompt), len(s.prompt) + len(s.tokens)
         mask = np.zeros(n, dtype=np.uint8)
-        mask[n_p + start:] = 1  # policy loss on the current window only
+        mask[n_p + start :] = 1  # policy loss on the current window only
         rewards = np.zeros(n, dtype=np.float32)
         if done:
             rewards[-1] = reward
         return Trajectory(
-            job_id=self.job_id, episode_id=s.episode_id, group_id=s.group_id, segment=s.segment,
-            env=self.env_name, data_source=getattr(s.env, "data_source", None),
-            token_ids=s.prompt + s.tokens, logprobs=[0.0] * n_p + [min(0.0, x) for x in s.logprobs],
-            versions=[NOT_GENERATED] * n_p + s.versions, loss_mask=mask, rewards=rewards, prompt_len=n_p,
+            job_id=self.job_id,
+            episode_id=s.episode_id,
+            group_id=s.group_id,
+            segment=s.segment,
+            env=self.env_name,
+            data_source=getattr(s.env, "data_source", None),
+            token_ids=s.prompt + s.tokens,
+            logprobs=[0.0] * n_p + [min(0.0, x) for x in s.logprobs],
+            versions=[NOT_GENERATED] * n_p + s.versions,
+            loss_mask=mask,
+            rewards=rewards,
+            prompt_len=n_p,
             finish_reason=("stop" if finish == "stop" else "length") if done else "window",
-            reward=reward, meta={"seed": s.seed, "window_start": n_p + start})
+            reward=reward,
+            meta={"seed": s.seed, "window_start": n_p + start},
+        )

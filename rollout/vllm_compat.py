@@ -2,6 +2,7 @@
 
 vLLM's weight-update API moves between releases (ANCHORS §5); when it does, only this file changes.
 """
+
 from __future__ import annotations
 
 import os
@@ -10,15 +11,23 @@ import torch
 
 VLLM_CPU_ENV = {
     # this 2-core box: bind OpenMP to both cores, reserve none (measured: ~60 tok/s SmolLM2 fp32, batch 16)
-    "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}"),
+    "VLLM_CPU_OMP_THREADS_BIND": os.environ.get(
+        "VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}"
+    ),
     "VLLM_CPU_NUM_OF_RESERVED_CPU": os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU", "0"),
 }
 
 
 def engine_kwargs(model_path: str, dtype: str, max_model_len: int, on_cpu: bool, extra: dict) -> dict:
-    kw = dict(model=model_path, dtype=dtype, max_model_len=max_model_len, enforce_eager=True,
-              worker_extension_cls="rollout.vllm_compat.PayoffWorkerExtension",
-              logprobs_mode="raw_logprobs", seed=0)
+    kw = dict(
+        model=model_path,
+        dtype=dtype,
+        max_model_len=max_model_len,
+        enforce_eager=True,
+        worker_extension_cls="rollout.vllm_compat.PayoffWorkerExtension",
+        logprobs_mode="raw_logprobs",
+        seed=0,
+    )
     if on_cpu:
         # On CPU `gpu_memory_utilization` is the share of host memory reserved for the KV cache.
         kw["gpu_memory_utilization"] = extra.pop("gpu_memory_utilization", 0.15)
@@ -26,13 +35,26 @@ def engine_kwargs(model_path: str, dtype: str, max_model_len: int, on_cpu: bool,
     return kw
 
 
-def sampling_params(max_tokens: int, temperature: float, top_p: float, seed: int | None,
-                    stop_token_ids: list[int], ignore_eos: bool = False):
+def sampling_params(
+    max_tokens: int,
+    temperature: float,
+    top_p: float,
+    seed: int | None,
+    stop_token_ids: list[int],
+    ignore_eos: bool = False,
+):
     from vllm import SamplingParams
 
-    return SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                          stop_token_ids=stop_token_ids or None, logprobs=0, detokenize=False,
-                          ignore_eos=ignore_eos)
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        stop_token_ids=stop_token_ids or None,
+        logprobs=0,
+        detokenize=False,
+        ignore_eos=ignore_eos,
+    )
 
 
 def tokens_prompt(ids: list[int]):
@@ -59,7 +81,6 @@ class PayoffWorkerExtension:
         if self.device.type == "cpu":
             _repack_cpu_embeddings(runner.get_model())
         return len(named)
-
 
 
 def write_update(named: list[tuple[str, torch.Tensor]], directory: str) -> str:

@@ -3,6 +3,7 @@
 The offline `LLM` runs whole batches, so updates use "wait" semantics here: a batch in flight finishes on
 the old version and the update lands before the next one ("keep" requests are treated as "wait").
 """
+
 from __future__ import annotations
 
 import glob
@@ -40,23 +41,40 @@ class VLLMEngine(Engine):
         if not requests:
             return []
         prompts = [compat.tokens_prompt(r.prompt_ids) for r in requests]
-        params = [compat.sampling_params(r.params.max_tokens, r.params.temperature, r.params.top_p,
-                                         r.params.seed, r.params.stop_token_ids, r.params.ignore_eos)
-                  for r in requests]
+        params = [
+            compat.sampling_params(
+                r.params.max_tokens,
+                r.params.temperature,
+                r.params.top_p,
+                r.params.seed,
+                r.params.stop_token_ids,
+                r.params.ignore_eos,
+            )
+            for r in requests
+        ]
         with self._lock:
             version = self._version
             results = self._llm.generate(prompts, params, use_tqdm=False)
         outs = []
         for res in results:
             c = res.outputs[0]
-            finish = "stop" if c.finish_reason == "stop" else "length" if c.finish_reason == "length" else "abort"
+            finish = (
+                "stop" if c.finish_reason == "stop" else "length" if c.finish_reason == "length" else "abort"
+            )
             ids = list(c.token_ids)
-            outs.append(GenOutput(token_ids=ids, logprobs=compat.sampled_logprobs(c),
-                                  versions=[version] * len(ids), finish_reason=finish))
+            outs.append(
+                GenOutput(
+                    token_ids=ids,
+                    logprobs=compat.sampled_logprobs(c),
+                    versions=[version] * len(ids),
+                    finish_reason=finish,
+                )
+            )
         return outs
 
-    def load_weights(self, named: Iterable[tuple[str, torch.Tensor]], version: int,
-                     mode: UpdateMode = "keep") -> None:
+    def load_weights(
+        self, named: Iterable[tuple[str, torch.Tensor]], version: int, mode: UpdateMode = "keep"
+    ) -> None:
         named = [(n, t.detach().to("cpu")) for n, t in named]
         check_update(self._manifest, named)
         with self._lock:

@@ -5,6 +5,7 @@ Trajectory travel as little-endian packed bytes (4 bytes per int/float, 1 per ma
 of msgpack lists: smaller, and decoded without a Python loop per token. A message from a schema version
 this build does not understand is rejected with SchemaVersionError, never half-decoded.
 """
+
 from __future__ import annotations
 
 from typing import TypeVar
@@ -19,13 +20,21 @@ SCHEMA_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
 
 _KINDS: dict[str, type[BaseModel]] = {
-    "trajectory": Trajectory, "episode": Episode, "weight_version": WeightVersion,
+    "trajectory": Trajectory,
+    "episode": Episode,
+    "weight_version": WeightVersion,
 }
 _KIND_OF = {cls: kind for kind, cls in _KINDS.items()}
 # per-token arrays packed as raw bytes: field -> numpy dtype
 _PACKED = {
-    "trajectory": {"token_ids": "<i4", "logprobs": "<f4", "versions": "<i4",
-                   "loss_mask": "|u1", "rewards": "<f4", "role_ids": "|u1"},
+    "trajectory": {
+        "token_ids": "<i4",
+        "logprobs": "<f4",
+        "versions": "<i4",
+        "loss_mask": "|u1",
+        "rewards": "<f4",
+        "role_ids": "|u1",
+    }
 }
 
 M = TypeVar("M", bound=BaseModel)
@@ -62,7 +71,8 @@ def decode(raw: bytes, expect: type[M] | None = None) -> M:
     if version not in SUPPORTED_VERSIONS:
         raise SchemaVersionError(
             f"{kind} message has schema version {version!r}; this build understands "
-            f"{sorted(SUPPORTED_VERSIONS)}. Upgrade payoff on the reading side or drain the queue.")
+            f"{sorted(SUPPORTED_VERSIONS)}. Upgrade payoff on the reading side or drain the queue."
+        )
     cls = _KINDS.get(kind)
     if cls is None:
         raise CodecError(f"unknown message kind {kind!r}")

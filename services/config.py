@@ -3,6 +3,7 @@
 Embedded defaults run everything on one machine; a cluster sets the same variables (REDIS_URL,
 RAY_ADDRESS, PAYOFF_DATA_DIR) from its Helm values.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,7 +40,16 @@ def redis_client(url: str, timeout_s: float = 5.0) -> redis.Redis:
     Retries are few and short (~0.35 s in all) so a dead server surfaces as an error, never a hang.
     Blocking reads (XREADGROUP BLOCK) must pass a block time below `timeout_s`; the queue does.
     """
-    retry = Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=3,
-                  supported_errors=(redis.ConnectionError, redis.TimeoutError))
-    return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                                health_check_interval=30, retry=retry, decode_responses=False)
+    retry = Retry(
+        ExponentialBackoff(cap=0.2, base=0.05),
+        retries=3,
+        supported_errors=(redis.ConnectionError, redis.TimeoutError),
+    )
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        health_check_interval=30,
+        retry=retry,
+        decode_responses=False,
+    )

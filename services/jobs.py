@@ -17,6 +17,7 @@ runner lease, which may not be the process that called `start` (the gateway rest
 So a component finds its Ray objects by name from the job id (a Serve app name, a named detached actor),
 never from state kept in the component object.
 """
+
 from __future__ import annotations
 
 import json
@@ -104,6 +105,7 @@ def driver_actor_name(job_id: str) -> str:
 # ---------------------------------------------------------------- records
 class ComponentStatus(BaseModel):
     """What `JobComponent.poll` reports. `absent`: nothing is deployed (never started, or gone)."""
+
     model_config = ConfigDict(extra="forbid")
     state: Literal["absent", "starting", "running", "succeeded", "failed"]
     message: str = ""
@@ -111,6 +113,7 @@ class ComponentStatus(BaseModel):
 
 class JobSummary(BaseModel):
     """Progress at a glance: the latest step event, checkpoints, the trajectory queue."""
+
     model_config = ConfigDict(extra="forbid")
     step: int | None = None
     policy_version: int | None = None
@@ -118,8 +121,11 @@ class JobSummary(BaseModel):
     checkpoints: int = 0
     last_checkpoint: str | None = None
     queue: dict[str, int] = Field(default_factory=dict, description="Trajectory queue counters.")
-    rollout: dict[str, float] = Field(default_factory=dict, description="Rollout counters of the job driver: "
-                                      "trajectories, finished sequences, tokens, engine busy seconds, idle ratio.")
+    rollout: dict[str, float] = Field(
+        default_factory=dict,
+        description="Rollout counters of the job driver: "
+        "trajectories, finished sequences, tokens, engine busy seconds, idle ratio.",
+    )
 
 
 class JobRecord(BaseModel):
@@ -130,8 +136,9 @@ class JobRecord(BaseModel):
     state: JobState = JobState.QUEUED
     created_at: float
     updated_at: float
-    state_times: dict[JobState, float] = Field(default_factory=dict,
-                                               description="When the job entered each state (unix s).")
+    state_times: dict[JobState, float] = Field(
+        default_factory=dict, description="When the job entered each state (unix s)."
+    )
     error: str | None = Field(None, description="Why the job failed: the component and its cause.")
     detail: str | None = Field(None, description="What the runner is doing or waiting for right now.")
     cancel_requested: bool = False
@@ -155,6 +162,7 @@ class StatusEvent(_Event):
 class StepEvent(_Event):
     """One optimizer step of the learner; `step` counts the steps done (1 after the first), so the last
     event of a finished job has step == learner.steps. Put the mean reward under REWARD_METRIC."""
+
     type: Literal["step"] = "step"
     step: int = Field(ge=0)
     policy_version: int | None = None
@@ -163,6 +171,7 @@ class StepEvent(_Event):
 
 class CheckpointEvent(_Event):
     """A checkpoint in Hugging Face format (a directory `rollout` engines can load)."""
+
     type: Literal["checkpoint"] = "checkpoint"
     step: int = Field(ge=0)
     path: str
@@ -190,19 +199,22 @@ def publish_event(client: redis.Redis, event: JobEvent) -> None:
     `client` may be a pipeline (the job store publishes status events inside its transactions).
     """
     key = summary_key(event.job_id)
-    client.xadd(events_key(event.job_id), {"e": event.model_dump_json()}, maxlen=EVENTS_MAXLEN,
-                approximate=True)
+    client.xadd(
+        events_key(event.job_id), {"e": event.model_dump_json()}, maxlen=EVENTS_MAXLEN, approximate=True
+    )
     if isinstance(event, StepEvent):
         version = -1 if event.policy_version is None else event.policy_version
-        client.hset(key, mapping={"step": event.step, "metrics": json.dumps(event.metrics),
-                                  "policy_version": version})
+        client.hset(
+            key, mapping={"step": event.step, "metrics": json.dumps(event.metrics), "policy_version": version}
+        )
     elif isinstance(event, CheckpointEvent):
         client.hincrby(key, "checkpoints", 1)
         client.hset(key, "last_checkpoint", event.path)
 
 
-def read_events(client: redis.Redis, job_id: str, after: str = "0-0", count: int = 1000
-                ) -> list[tuple[str, JobEvent]]:
+def read_events(
+    client: redis.Redis, job_id: str, after: str = "0-0", count: int = 1000
+) -> list[tuple[str, JobEvent]]:
     """Events strictly after stream id `after`, oldest first, as (stream id, event)."""
     rows = client.xrange(events_key(job_id), min=f"({after}" if after != "0-0" else "-", count=count)
     out = []
@@ -246,10 +258,10 @@ def judge_cpus(spec: JobSpec) -> float:
 def job_demand(spec: JobSpec) -> ResourceDemand:
     """Ray resources the whole job holds while running: rollout replicas, judge replicas, learner workers."""
     r, j, lrn = spec.rollout, spec.judge, spec.learner
-    cpus = (r.replicas * r.cpus_per_replica + j.replicas * judge_cpus(spec)
-            + lrn.workers * lrn.cpus_per_worker)
-    gpus = (r.replicas * r.gpus_per_replica + j.replicas * j.gpus_per_replica
-            + lrn.workers * lrn.gpus_per_worker)
+    cpus = r.replicas * r.cpus_per_replica + j.replicas * judge_cpus(spec) + lrn.workers * lrn.cpus_per_worker
+    gpus = (
+        r.replicas * r.gpus_per_replica + j.replicas * j.gpus_per_replica + lrn.workers * lrn.gpus_per_worker
+    )
     return ResourceDemand(cpus=cpus, gpus=gpus)
 
 
@@ -257,6 +269,7 @@ def job_demand(spec: JobSpec) -> ResourceDemand:
 @dataclass(frozen=True)
 class RunContext:
     """What every component may need: where Redis is and where to write files."""
+
     redis_url: str
     data_dir: Path
 
@@ -271,6 +284,7 @@ class JobComponent(Protocol):
       Only the learner ever reports `succeeded`: the job succeeds when the learner does.
     - stop(job):  tear down and release resources; must succeed when nothing is running.
     """
+
     name: str
 
     def start(self, job: JobRecord) -> None: ...

@@ -4,6 +4,7 @@ Submitted as JSON or YAML over REST (gateway/) or from the CLI. Every field is t
 rejected, so a typo ("windw_tokens") is an error with the field path instead of a silently ignored setting.
 Defaults are the embedded laptop defaults: CPU, tiny model, rules judge.
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -12,9 +13,18 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 Algorithm = Literal[
-    "tppo", "ppo", "grpo", "rloo",                      # RL on verifier / judge rewards
-    "inpo", "comal", "nash_mp", "sppo", "ipo", "dpo",   # preference games (sample-based losses)
-    "gpo", "self_redteam",                              # two-role adversarial self-play
+    "tppo",
+    "ppo",
+    "grpo",
+    "rloo",  # RL on verifier / judge rewards
+    "inpo",
+    "comal",
+    "nash_mp",
+    "sppo",
+    "ipo",
+    "dpo",  # preference games (sample-based losses)
+    "gpo",
+    "self_redteam",  # two-role adversarial self-play
 ]
 PREFERENCE_ALGORITHMS = frozenset({"inpo", "comal", "nash_mp", "sppo", "ipo", "dpo"})
 GROUP_ALGORITHMS = frozenset({"grpo", "rloo"})
@@ -22,8 +32,21 @@ TWO_ROLE_ALGORITHMS = frozenset({"gpo", "self_redteam"})
 
 # the names of games/registry.py (a test keeps the two lists equal)
 Environment = Literal[
-    "sokoban", "sokoban-large", "tetris", "tetris-2-3", "tetris-2-4", "blocksworld", "blocksworld-1d",
-    "blocksworld-2d", "math", "gtalign", "gtalign-strategy", "redteam", "tictactoe", "kuhn", "preference",
+    "sokoban",
+    "sokoban-large",
+    "tetris",
+    "tetris-2-3",
+    "tetris-2-4",
+    "blocksworld",
+    "blocksworld-1d",
+    "blocksworld-2d",
+    "math",
+    "gtalign",
+    "gtalign-strategy",
+    "redteam",
+    "tictactoe",
+    "kuhn",
+    "preference",
 ]
 
 
@@ -32,8 +55,11 @@ class _Strict(BaseModel):
 
 
 class ModelSpec(_Strict):
-    path: str = Field("tiny-qwen3", description="Local directory, a hub id, or a built-in test model "
-                                                "name ('tiny-qwen3', 'smollm2-135m').")
+    path: str = Field(
+        "tiny-qwen3",
+        description="Local directory, a hub id, or a built-in test model "
+        "name ('tiny-qwen3', 'smollm2-135m').",
+    )
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     max_model_len: int = Field(2048, ge=64)
 
@@ -71,12 +97,14 @@ class LengthProfile(_Strict):
     (clipped to [1, max_response_tokens]) — long-tailed reasoning lengths with any model, the way serving
     benchmarks fix output lengths. The draw depends only on (episode seed, group member), so two runs of
     one job (async and sync) see the same lengths."""
+
     median_tokens: float = Field(32.0, gt=0)
     sigma: float = Field(1.0, ge=0, description="Log-normal shape: 1.0 gives a p99/median ratio of ~10.")
 
     def draw(self, seed: int, member: int, cap: int) -> int:
         import math
         import random
+
         x = random.Random(seed * 7919 + member).lognormvariate(math.log(self.median_tokens), self.sigma)
         return max(1, min(cap, int(round(x))))
 
@@ -92,7 +120,9 @@ class RolloutSpec(_Strict):
     top_p: float = Field(1.0, gt=0, le=1)
     max_prompt_tokens: int = Field(1024, ge=16)
     max_response_tokens: int = Field(256, ge=1, description="L_max: a response is finished for good here.")
-    response_lengths: LengthProfile | None = Field(None, description="Benchmarks: impose long-tailed lengths.")
+    response_lengths: LengthProfile | None = Field(
+        None, description="Benchmarks: impose long-tailed lengths."
+    )
 
 
 class LearnerSpec(_Strict):
@@ -106,32 +136,50 @@ class LearnerSpec(_Strict):
     learning_rate: float = Field(1e-5, gt=0)
     critic_learning_rate: float = Field(1e-5, gt=0)
     push_weights_every: int = Field(1, ge=1, description="Broadcast weights every K optimizer steps.")
-    train_layers: int | None = Field(None, ge=1, description="Train only the top N transformer blocks and the "
-                                     "final norm of policy and critic (the rest frozen; only trained weights "
-                                     "are pushed). None trains everything.")
-    critic_layers: int | None = Field(None, ge=1, description="PPO / T-PPO: build the value model from the "
-                                      "policy's first N blocks (a smaller critic). None: the whole model.")
+    train_layers: int | None = Field(
+        None,
+        ge=1,
+        description="Train only the top N transformer blocks and the "
+        "final norm of policy and critic (the rest frozen; only trained weights "
+        "are pushed). None trains everything.",
+    )
+    critic_layers: int | None = Field(
+        None,
+        ge=1,
+        description="PPO / T-PPO: build the value model from the "
+        "policy's first N blocks (a smaller critic). None: the whole model.",
+    )
     checkpoint_every: int = Field(50, ge=1)
 
     @model_validator(mode="after")
     def _batches(self) -> LearnerSpec:
         if self.mini_batch_size > self.batch_size:
-            raise ValueError(f"learner.mini_batch_size ({self.mini_batch_size}) is larger than "
-                             f"learner.batch_size ({self.batch_size})")
+            raise ValueError(
+                f"learner.mini_batch_size ({self.mini_batch_size}) is larger than "
+                f"learner.batch_size ({self.batch_size})"
+            )
         return self
 
 
 class AsyncSpec(_Strict):
     """How far generation may run ahead of training (T-PPO windows, staleness bound)."""
+
     mode: Literal["async", "sync"] = "async"
-    window_tokens: int = Field(64, ge=1, description="T-PPO window l: tokens generated per sequence per step.")
-    max_staleness: int = Field(4, ge=0, description="Drop trajectories whose oldest token lags the learner "
-                                                    "by more than this many policy versions.")
+    window_tokens: int = Field(
+        64, ge=1, description="T-PPO window l: tokens generated per sequence per step."
+    )
+    max_staleness: int = Field(
+        4,
+        ge=0,
+        description="Drop trajectories whose oldest token lags the learner "
+        "by more than this many policy versions.",
+    )
     stale_policy: Literal["drop", "count"] = "drop"
 
 
 class Hyper(_Strict):
     """Algorithm hyper-parameters; defaults follow spec §2.4 / §6.3 (clip-higher, γ=λ=1)."""
+
     clip_ratio_low: float = Field(0.2, ge=0)
     clip_ratio_high: float = Field(0.28, ge=0)
     gamma: float = Field(1.0, ge=0, le=1)
@@ -162,15 +210,21 @@ class JobSpec(_Strict):
     def _consistent(self) -> JobSpec:
         r, a = self.rollout, self.asynchrony
         if a.window_tokens > r.max_response_tokens:
-            raise ValueError(f"asynchrony.window_tokens ({a.window_tokens}) is larger than "
-                             f"rollout.max_response_tokens ({r.max_response_tokens})")
+            raise ValueError(
+                f"asynchrony.window_tokens ({a.window_tokens}) is larger than "
+                f"rollout.max_response_tokens ({r.max_response_tokens})"
+            )
         if r.max_prompt_tokens + r.max_response_tokens > self.model.max_model_len:
-            raise ValueError(f"rollout.max_prompt_tokens + rollout.max_response_tokens "
-                             f"({r.max_prompt_tokens + r.max_response_tokens}) exceeds "
-                             f"model.max_model_len ({self.model.max_model_len})")
+            raise ValueError(
+                f"rollout.max_prompt_tokens + rollout.max_response_tokens "
+                f"({r.max_prompt_tokens + r.max_response_tokens}) exceeds "
+                f"model.max_model_len ({self.model.max_model_len})"
+            )
         if self.algorithm in GROUP_ALGORITHMS | PREFERENCE_ALGORITHMS and r.group_size < 2:
-            raise ValueError(f"algorithm '{self.algorithm}' compares samples of one prompt: "
-                             f"rollout.group_size must be at least 2")
+            raise ValueError(
+                f"algorithm '{self.algorithm}' compares samples of one prompt: "
+                f"rollout.group_size must be at least 2"
+            )
         if self.algorithm in TWO_ROLE_ALGORITHMS and not any(t.env == "redteam" for t in self.tasks):
             raise ValueError(f"algorithm '{self.algorithm}' needs a two-role task (env 'redteam')")
         return self

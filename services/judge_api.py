@@ -11,6 +11,7 @@ The same routes are served over HTTP under the app's route prefix (POST /score, 
 /safety, /gpo; GET /health, /metrics). Every result carries an `error` instead of raising: a failed
 judgement scores 0 (see judge/README.md).
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -19,8 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 APP_NAME = "judge"
 Rubric = Literal["accuracy", "helpfulness", "harmfulness", "ambiguity", "pareto", "safety", "preference"]
-NormalizeMode = Literal["zscore", "minmax", "robustz", "cdf", "quantile", "james", "decentralize",
-                        "selfadapt"]
+NormalizeMode = Literal[
+    "zscore", "minmax", "robustz", "cdf", "quantile", "james", "decentralize", "selfadapt"
+]
 
 
 class _Contract(BaseModel):
@@ -29,8 +31,9 @@ class _Contract(BaseModel):
 
 # ---- GTAlign welfare rewards ------------------------------------------------------------------
 class GTAlignItem(_Contract):
-    data_source: str = Field(description="math-hard, medium, wildguard, ambig_qa, abg-coqa, advbench, "
-                                         "minerva")
+    data_source: str = Field(
+        description="math-hard, medium, wildguard, ambig_qa, abg-coqa, advbench, minerva"
+    )
     output: str = Field(description="The policy's full text (four blocks).")
     ground_truth: str = ""
     question: str = Field("", description="The user's question as the judge should see it.")
@@ -42,8 +45,9 @@ class GTAlignItem(_Contract):
 
 class ScoreRequest(_Contract):
     items: list[GTAlignItem]
-    welfare: Literal["cobb_douglas", "linear", "nash_product", "user_only", "llm_only", "user", "llm"] = \
+    welfare: Literal["cobb_douglas", "linear", "nash_product", "user_only", "llm_only", "user", "llm"] = (
         "cobb_douglas"
+    )
     normalize: NormalizeMode | None = Field(None, description="Batch normalisation per data_source.")
 
 
@@ -132,8 +136,11 @@ class SafetyResponse(_Contract):
 class GPORequest(_Contract):
     prompts: list[str] = Field(description="The adversary's generated prompts.")
     replies: list[str] = Field(description="The defender's replies to them.")
-    history: list[str] = Field(default_factory=list, description="Earlier generated prompts (the caller "
-                               "owns the diversity buffer; the replica caches their embeddings).")
+    history: list[str] = Field(
+        default_factory=list,
+        description="Earlier generated prompts (the caller "
+        "owns the diversity buffer; the replica caches their embeddings).",
+    )
     adversary_step: bool = True
 
 

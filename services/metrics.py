@@ -7,6 +7,7 @@ PAYOFF_METRICS_TO_RAY=1 each Ray actor process also mirrors the registry into `r
 agent on every node exports (as `ray_payoff_*`; the shipped scrape configs rename them back). deploy/README.md
 lists which series are reached which way.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,22 +24,38 @@ _J = ["job"]
 
 # trajectory queue
 QUEUE_PUT = Counter("payoff_queue_put_total", "Trajectories admitted to the queue", _J, registry=REGISTRY)
-QUEUE_DUPLICATES = Counter("payoff_queue_duplicate_total", "Puts skipped: trajectory id already admitted",
-                           _J, registry=REGISTRY)
+QUEUE_DUPLICATES = Counter(
+    "payoff_queue_duplicate_total", "Puts skipped: trajectory id already admitted", _J, registry=REGISTRY
+)
 QUEUE_GET = Counter("payoff_queue_get_total", "Trajectories delivered to learners", _J, registry=REGISTRY)
 QUEUE_ACKED = Counter("payoff_queue_acked_total", "Trajectories acked after training", _J, registry=REGISTRY)
-QUEUE_REDELIVERED = Counter("payoff_queue_redelivered_total",
-                            "Entries taken over from a consumer presumed dead", _J, registry=REGISTRY)
+QUEUE_REDELIVERED = Counter(
+    "payoff_queue_redelivered_total",
+    "Entries taken over from a consumer presumed dead",
+    _J,
+    registry=REGISTRY,
+)
 QUEUE_DEAD = Counter("payoff_queue_dead_letter_total", "Entries moved to dead letters", _J, registry=REGISTRY)
-QUEUE_STALE = Counter("payoff_queue_stale_total", "Trajectories beyond the staleness bound", _J,
-                      registry=REGISTRY)
+QUEUE_STALE = Counter(
+    "payoff_queue_stale_total", "Trajectories beyond the staleness bound", _J, registry=REGISTRY
+)
 QUEUE_DEPTH = Gauge("payoff_queue_depth", "Un-acked entries in the job's stream", _J, registry=REGISTRY)
 QUEUE_PENDING = Gauge("payoff_queue_pending", "Delivered but not yet acked", _J, registry=REGISTRY)
 QUEUE_LAG = Gauge("payoff_queue_lag", "Entries not yet delivered to any learner", _J, registry=REGISTRY)
-QUEUE_PUT_WAIT = Histogram("payoff_queue_put_wait_seconds", "Time producers waited for room (back-pressure)",
-                           _J, registry=REGISTRY, buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60))
-QUEUE_STALENESS = Histogram("payoff_queue_staleness_versions", "Version lag of delivered trajectories", _J,
-                            registry=REGISTRY, buckets=(0, 1, 2, 3, 4, 6, 8, 16, 32))
+QUEUE_PUT_WAIT = Histogram(
+    "payoff_queue_put_wait_seconds",
+    "Time producers waited for room (back-pressure)",
+    _J,
+    registry=REGISTRY,
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60),
+)
+QUEUE_STALENESS = Histogram(
+    "payoff_queue_staleness_versions",
+    "Version lag of delivered trajectories",
+    _J,
+    registry=REGISTRY,
+    buckets=(0, 1, 2, 3, 4, 6, 8, 16, 32),
+)
 
 
 def render() -> bytes:
@@ -47,7 +64,9 @@ def render() -> bytes:
 
 
 # ------------------------------------------------------------------ mirror to Ray's metrics agent
-RAY_EXPORT_ENV = "PAYOFF_METRICS_TO_RAY"  # "1": every Ray actor that imports this module mirrors (export_to_ray)
+RAY_EXPORT_ENV = (
+    "PAYOFF_METRICS_TO_RAY"  # "1": every Ray actor that imports this module mirrors (export_to_ray)
+)
 RAY_EXPORT_INTERVAL_ENV = "PAYOFF_METRICS_TO_RAY_INTERVAL_S"
 _ray_gauges: dict[str, object] = {}
 _ray_lock = threading.Lock()
@@ -68,8 +87,9 @@ def mirror_to_ray() -> int:
                     continue
                 gauge = _ray_gauges.get(s.name)
                 if gauge is None:
-                    gauge = _ray_gauges[s.name] = RayGauge(s.name, family.documentation,
-                                                           tag_keys=tuple(sorted(s.labels)))
+                    gauge = _ray_gauges[s.name] = RayGauge(
+                        s.name, family.documentation, tag_keys=tuple(sorted(s.labels))
+                    )
                 gauge.set(s.value, tags=dict(s.labels))
                 n += 1
     return n

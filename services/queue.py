@@ -13,37 +13,42 @@ Guarantees (tested against a real redis-server):
   moved to the job's stale stream (policy 'drop') or delivered and counted (policy 'count').
 Keys share the `{job}` hash tag so the Lua scripts also work on Redis Cluster.
 """
+
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable, Literal
+from typing import Literal
 
 import redis
 from pydantic import BaseModel, ConfigDict, Field
 
 from services import keys, metrics
-from services.queue_lua import ACK, MOVE, PUT, TOUCH
 from services.codec import CodecError, decode, encode
 from services.jobspec import JobSpec
+from services.queue_lua import ACK, MOVE, PUT, TOUCH
 from services.schemas import Trajectory
 
 log = logging.getLogger(__name__)
 
 GROUP = "learners"
 
+
 class QueueConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_len: int = Field(10_000, ge=1, description="Undelivered entries at which producers must wait.")
     put_timeout_s: float = Field(30.0, ge=0, description="How long put waits for room before QueueFull.")
-    claim_idle_ms: int = Field(60_000, ge=1, description="Pending this long => its consumer is presumed "
-                                                         "dead and the entry is re-delivered.")
+    claim_idle_ms: int = Field(
+        60_000,
+        ge=1,
+        description="Pending this long => its consumer is presumed dead and the entry is re-delivered.",
+    )
     max_deliveries: int = Field(3, ge=1, description="Deliveries without ack before dead-lettering.")
     max_staleness: int | None = Field(None, ge=0, description="Version lag bound; None disables.")
     stale_policy: Literal["drop", "count"] = "drop"
     stale_keep: int = Field(10_000, ge=0, description="Dropped-stale entries kept for inspection.")
-
 
     @classmethod
     def for_job(cls, spec: JobSpec, **overrides) -> QueueConfig:
@@ -67,8 +72,8 @@ class Item:
 class Batch:
     consumer: str
     items: list[Item] = field(default_factory=list)
-    dead: int = 0      # entries moved to dead letters while assembling this batch
-    stale: int = 0     # entries dropped (or, with policy 'count', delivered) as stale
+    dead: int = 0  # entries moved to dead letters while assembling this batch
+    stale: int = 0  # entries dropped (or, with policy 'count', delivered) as stale
     reclaimed: int = 0  # entries taken over from a consumer presumed dead
 
     @property
@@ -142,9 +147,11 @@ class TrajectoryQueue:
             waited_from = waited_from or now
             if now >= deadline:
                 metrics.QUEUE_PUT_WAIT.labels(self.job_id).observe(now - waited_from)
-                raise QueueFull(f"job {self.job_id}: {self.cfg.max_len} trajectories waited undelivered for "
-                                f"{timeout:.1f}s; {len(todo)} of {len(payloads)} not admitted (is the learner "
-                                f"running? raise max_len or the learner's throughput)")
+                raise QueueFull(
+                    f"job {self.job_id}: {self.cfg.max_len} trajectories waited undelivered for "
+                    f"{timeout:.1f}s; {len(todo)} of {len(payloads)} not admitted (is the learner "
+                    f"running? raise max_len or the learner's throughput)"
+                )
             time.sleep(min(wait, max(0.0, deadline - now)))
             wait = min(wait * 2, 0.5)
         if waited_from:
@@ -159,8 +166,9 @@ class TrajectoryQueue:
         v = self.r.get(self.version_key)
         return int(v) if v is not None else 0
 
-    def get(self, consumer: str, count: int, block_ms: int = 1000,
-            learner_version: int | None = None) -> Batch:
+    def get(
+        self, consumer: str, count: int, block_ms: int = 1000, learner_version: int | None = None
+    ) -> Batch:
         """Up to `count` trajectories for `consumer`: re-deliveries from dead consumers first, then new ones.
 
         Blocks up to `block_ms` only when nothing at all is available. Keep block_ms below the client's
@@ -170,8 +178,13 @@ class TrajectoryQueue:
         version = self.learner_version() if learner_version is None else learner_version
         raw = self._reclaim(consumer, count, batch)
         if len(raw) < count:
-            resp = self.r.xreadgroup(GROUP, consumer, {self.stream: ">"}, count=count - len(raw),
-                                     block=None if raw else max(1, block_ms))
+            resp = self.r.xreadgroup(
+                GROUP,
+                consumer,
+                {self.stream: ">"},
+                count=count - len(raw),
+                block=None if raw else max(1, block_ms),
+            )
             for _, entries in resp or []:
                 raw += [(eid, fields, 1) for eid, fields in entries]
         for eid, fields, deliveries in raw:
@@ -200,8 +213,9 @@ class TrajectoryQueue:
             return out
         self._last_reclaim = now
         # resume the PEL scan where the last call stopped: XAUTOCLAIM inspects a bounded slice per call
-        resp = self.r.xautoclaim(self.stream, GROUP, consumer, self.cfg.claim_idle_ms, self._cursor,
-                                 count=count)
+        resp = self.r.xautoclaim(
+            self.stream, GROUP, consumer, self.cfg.claim_idle_ms, self._cursor, count=count
+        )
         nxt = resp[0]
         self._cursor = nxt.decode() if isinstance(nxt, bytes) else nxt
         claimed = [(eid, f) for eid, f in resp[1] if f]  # Redis 6.2 lists deleted entries with nil fields
@@ -215,8 +229,12 @@ class TrajectoryQueue:
             out.append((eid, fields, deliveries))
         batch.reclaimed += len(out)
         metrics.QUEUE_REDELIVERED.labels(self.job_id).inc(len(out))
-        log.warning("job %s: consumer %s took over %d entries from a consumer presumed dead",
-                    self.job_id, consumer, len(out))
+        log.warning(
+            "job %s: consumer %s took over %d entries from a consumer presumed dead",
+            self.job_id,
+            consumer,
+            len(out),
+        )
         return out
 
     def _admit(self, batch: Batch, eid: str, fields: dict, deliveries: int, version: int) -> None:
@@ -236,16 +254,26 @@ class TrajectoryQueue:
             batch.stale += 1
             metrics.QUEUE_STALE.labels(self.job_id).inc()
             if self.cfg.stale_policy == "drop":
-                self._move(keys=[self.stream, self.stale_stream, self.stats_key],
-                           args=[GROUP, eid, f"stale by {lag} versions (bound {self.cfg.max_staleness})",
-                                 deliveries, "stale", self.cfg.stale_keep])
+                self._move(
+                    keys=[self.stream, self.stale_stream, self.stats_key],
+                    args=[
+                        GROUP,
+                        eid,
+                        f"stale by {lag} versions (bound {self.cfg.max_staleness})",
+                        deliveries,
+                        "stale",
+                        self.cfg.stale_keep,
+                    ],
+                )
                 return
         batch.items.append(Item(eid, traj, deliveries))
 
     def _dead_letter(self, eid: str, reason: str, deliveries: int) -> None:
         log.error("job %s: entry %s moved to dead letters: %s", self.job_id, eid, reason)
-        self._move(keys=[self.stream, self.dead_stream, self.stats_key],
-                   args=[GROUP, eid, reason, deliveries, "dead", 0])
+        self._move(
+            keys=[self.stream, self.dead_stream, self.stats_key],
+            args=[GROUP, eid, reason, deliveries, "dead", 0],
+        )
         metrics.QUEUE_DEAD.labels(self.job_id).inc()
 
     def touch(self, batch: Batch) -> list[str]:
@@ -266,17 +294,27 @@ class TrajectoryQueue:
         n = int(self._ack(keys=[self.stream, self.stats_key], args=[GROUP, consumer or "", "acked", *ids]))
         metrics.QUEUE_ACKED.labels(self.job_id).inc(n)
         if n < len(ids):
-            log.warning("job %s: %d of %d entries were no longer owned by %s (re-delivered elsewhere)",
-                        self.job_id, len(ids) - n, len(ids), consumer)
+            log.warning(
+                "job %s: %d of %d entries were no longer owned by %s (re-delivered elsewhere)",
+                self.job_id,
+                len(ids) - n,
+                len(ids),
+                consumer,
+            )
         return n
 
     # ---------------------------------------------------------------- operations
     def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
         out = []
         for eid, f in self.r.xrange(self.dead_stream, count=count):
-            out.append({"entry_id": eid.decode(), "trajectory_id": f.get(b"t", b"").decode(),
-                        "reason": f.get(b"reason", b"").decode(),
-                        "deliveries": f.get(b"deliveries", b"0").decode()})
+            out.append(
+                {
+                    "entry_id": eid.decode(),
+                    "trajectory_id": f.get(b"t", b"").decode(),
+                    "reason": f.get(b"reason", b"").decode(),
+                    "deliveries": f.get(b"deliveries", b"0").decode(),
+                }
+            )
         return out
 
     def requeue_dead(self) -> int:
@@ -320,5 +358,6 @@ class TrajectoryQueue:
 
     def delete(self) -> None:
         """Remove every key of this job (after the job ended and its data is no longer needed)."""
-        self.r.delete(self.stream, self.dead_stream, self.stale_stream, self.ids_key, self.stats_key,
-                      self.version_key)
+        self.r.delete(
+            self.stream, self.dead_stream, self.stale_stream, self.ids_key, self.stats_key, self.version_key
+        )

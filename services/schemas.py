@@ -4,6 +4,7 @@ An Episode is the text-level record of one game (what a person reads); a Traject
 training record the learner consumes. Per-token arrays all have the same length as `token_ids`, so the
 learner never has to guess which token a logprob, version or reward belongs to.
 """
+
 from __future__ import annotations
 
 import math
@@ -12,7 +13,15 @@ import uuid
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, WithJsonSchema, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    WithJsonSchema,
+    model_validator,
+)
 
 Scalar = str | int | float | bool | None
 FinishReason = Literal["stop", "length", "window", "abort"]
@@ -50,14 +59,17 @@ def _array(dtype: str, json_type: str):
             raise ValueError(f"expected numbers, got {arr.dtype}")
         return arr.astype(target)
 
-    return Annotated[np.ndarray, PlainValidator(validate),
-                     PlainSerializer(lambda a: a.tolist(), when_used="json"),
-                     WithJsonSchema({"type": "array", "items": {"type": json_type}})]
+    return Annotated[
+        np.ndarray,
+        PlainValidator(validate),
+        PlainSerializer(lambda a: a.tolist(), when_used="json"),
+        WithJsonSchema({"type": "array", "items": {"type": json_type}}),
+    ]
 
 
-IntArray = _array("<i4", "integer")     # token ids, versions
-ByteArray = _array("|u1", "integer")    # loss mask, role ids
-FloatArray = _array("<f4", "number")    # logprobs, rewards
+IntArray = _array("<i4", "integer")  # token ids, versions
+ByteArray = _array("|u1", "integer")  # loss mask, role ids
+FloatArray = _array("<f4", "number")  # logprobs, rewards
 PER_TOKEN = ("token_ids", "logprobs", "versions", "loss_mask", "rewards", "role_ids")
 
 
@@ -109,8 +121,10 @@ class Trajectory(_Contract):
     versions: IntArray
     loss_mask: ByteArray
     rewards: FloatArray
-    role_ids: ByteArray = Field(default_factory=lambda: np.zeros(0, np.uint8),
-                               description="Per-token index into `roles`; empty means all role 0.")
+    role_ids: ByteArray = Field(
+        default_factory=lambda: np.zeros(0, np.uint8),
+        description="Per-token index into `roles`; empty means all role 0.",
+    )
     roles: list[str] = Field(default_factory=lambda: ["policy"])
     prompt_len: int = Field(0, ge=0)
     finish_reason: FinishReason = "stop"
@@ -126,8 +140,12 @@ class Trajectory(_Contract):
         n = len(self.token_ids)
         if n == 0:
             raise ValueError("trajectory has no tokens")
-        per_token = {"logprobs": self.logprobs, "versions": self.versions,
-                     "loss_mask": self.loss_mask, "rewards": self.rewards}
+        per_token = {
+            "logprobs": self.logprobs,
+            "versions": self.versions,
+            "loss_mask": self.loss_mask,
+            "rewards": self.rewards,
+        }
         if len(self.role_ids):
             per_token["role_ids"] = self.role_ids
         for name, arr in per_token.items():
@@ -152,7 +170,8 @@ class Trajectory(_Contract):
             return NotImplemented
         a, b = self.__dict__, other.__dict__
         return a.keys() == b.keys() and all(
-            np.array_equal(a[k], b[k]) if k in PER_TOKEN else a[k] == b[k] for k in a)
+            np.array_equal(a[k], b[k]) if k in PER_TOKEN else a[k] == b[k] for k in a
+        )
 
     @property
     def finished(self) -> bool:
@@ -186,6 +205,7 @@ class TensorMeta(_Contract):
 
 class WeightVersion(_Contract):
     """Manifest of one weight push: what the receiver must get before it switches to `version`."""
+
     job_id: str
     version: int = Field(ge=0)
     step: int = Field(0, ge=0, description="Learner optimizer step that produced these weights.")
@@ -197,4 +217,3 @@ class WeightVersion(_Contract):
     @property
     def total_bytes(self) -> int:
         return sum(t.nbytes for t in self.tensors)
-

@@ -1,4 +1,5 @@
 """Shared test fixtures: one real redis-server and (lazily) one Ray instance per test session."""
+
 from __future__ import annotations
 
 import os

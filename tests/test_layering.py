@@ -18,8 +18,19 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT = {"services", "games", "orchestrator", "rollout", "judge", "learner", "gateway", "payoff", "bench",
-           "deploy", "tests"}
+PROJECT = {
+    "services",
+    "games",
+    "orchestrator",
+    "rollout",
+    "judge",
+    "learner",
+    "gateway",
+    "payoff",
+    "bench",
+    "deploy",
+    "tests",
+}
 SERVICES = {"orchestrator", "rollout", "judge", "learner"}
 ALLOWED: dict[str, set[str]] = {
     "games": {"games"},
@@ -50,8 +61,10 @@ def violations(root: Path) -> list[str]:
                 if top in PROJECT and top not in allowed:
                     found.append(f"{where} imports {top} ({package} may import {', '.join(sorted(allowed))})")
                 if top in FORBIDDEN_THIRD_PARTY.get(package, set()):
-                    found.append(f"{where} imports {top} ({package} must not import "
-                                 f"{', '.join(sorted(FORBIDDEN_THIRD_PARTY[package]))})")
+                    found.append(
+                        f"{where} imports {top} ({package} must not import "
+                        f"{', '.join(sorted(FORBIDDEN_THIRD_PARTY[package]))})"
+                    )
     return found
 
 

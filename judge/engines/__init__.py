@@ -2,6 +2,7 @@
 
 Backends import lazily: the rules judge never loads torch, and nothing here imports sglang.
 """
+
 from __future__ import annotations
 
 from judge.config import JudgeConfig
@@ -11,15 +12,19 @@ from judge.engines.base import Completion, JudgeEngine, LLMEngine
 def make_engine(config: JudgeConfig) -> JudgeEngine:
     if config.backend == "rules":
         from judge.engines.rules import RulesEngine
+
         return RulesEngine(config)
     if config.backend == "transformers":
         from judge.engines.transformers_engine import TransformersEngine
+
         return TransformersEngine(config)
     if config.backend == "openai":
         from judge.engines.openai_compat import OpenAICompatEngine
+
         return OpenAICompatEngine(config)
     if config.backend == "sglang":
         from judge.engines.sglang import SGLangEngine
+
         return SGLangEngine(config)
     raise ValueError(f"unknown judge backend {config.backend!r}")
 

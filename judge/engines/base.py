@@ -8,6 +8,7 @@
 An LLMEngine renders each item with prompts.render, asks the model and parses the reply; a reply that
 does not parse is asked again up to `parse_retries` times (transport retries live in the backend).
 """
+
 from __future__ import annotations
 
 import math
@@ -55,8 +56,9 @@ class JudgeEngine(ABC):
     @abstractmethod
     def _judge(self, items: list[JudgeItem]) -> list[Verdict]: ...
 
-    def label_probs(self, items: Sequence[JudgeItem] | Sequence[str], labels: Sequence[str],
-                    answer_prefix: str = "") -> list[dict[str, float] | None]:
+    def label_probs(
+        self, items: Sequence[JudgeItem] | Sequence[str], labels: Sequence[str], answer_prefix: str = ""
+    ) -> list[dict[str, float] | None]:
         """Probabilities of `labels` as the judge's next answer token after `answer_prefix`, renormalised
         over the labels found. None where this engine cannot tell (the caller falls back to hard labels).
         `items` may also be ready prompt strings."""
@@ -89,8 +91,9 @@ class LLMEngine(JudgeEngine):
     def complete(self, prompts: Sequence[str]) -> list[Completion]:
         """One reply per prompt (single user message); never raises, failures carry `error`."""
 
-    def label_logprobs(self, prompts: Sequence[str], labels: Sequence[str],
-                       answer_prefix: str = "") -> list[dict[str, float] | None]:
+    def label_logprobs(
+        self, prompts: Sequence[str], labels: Sequence[str], answer_prefix: str = ""
+    ) -> list[dict[str, float] | None]:
         """Log-probabilities of the label tokens right after `answer_prefix`; None when unavailable."""
         return [None] * len(prompts)
 
@@ -115,8 +118,9 @@ class LLMEngine(JudgeEngine):
                 break
         return verdicts
 
-    def label_probs(self, items: Sequence[JudgeItem] | Sequence[str], labels: Sequence[str],
-                    answer_prefix: str = "") -> list[dict[str, float] | None]:
+    def label_probs(
+        self, items: Sequence[JudgeItem] | Sequence[str], labels: Sequence[str], answer_prefix: str = ""
+    ) -> list[dict[str, float] | None]:
         prompts = [it if isinstance(it, str) else render(it) for it in items]
         try:
             raw = self.label_logprobs(prompts, labels, answer_prefix)

@@ -6,6 +6,7 @@ returns a Completion with `error` ("timeout: …", "http: …", "connection: …
 Qwen3 reasoning is handled both ways: `reasoning_content` from a server-side reasoning parser, or a
 `<think>` block left in `content`.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,10 +41,15 @@ class OpenAICompatEngine(LLMEngine):
         self.base_url = url.rstrip("/")
         key = os.environ.get(config.api_key_env, "") if config.api_key_env else ""
         timeout = httpx.Timeout(config.timeout_s, connect=min(10.0, config.timeout_s))
-        limits = httpx.Limits(max_connections=config.concurrency,
-                              max_keepalive_connections=config.concurrency)
-        self.client = httpx.Client(base_url=self.base_url, timeout=timeout, limits=limits,
-                                   headers={"Authorization": f"Bearer {key or 'EMPTY'}"})
+        limits = httpx.Limits(
+            max_connections=config.concurrency, max_keepalive_connections=config.concurrency
+        )
+        self.client = httpx.Client(
+            base_url=self.base_url,
+            timeout=timeout,
+            limits=limits,
+            headers={"Authorization": f"Bearer {key or 'EMPTY'}"},
+        )
         self.model_name = config.model or "default"
 
     # ---- requests ---------------------------------------------------------------------------
@@ -52,7 +58,9 @@ class OpenAICompatEngine(LLMEngine):
         body: dict[str, Any] = {
             "model": self.model_name,
             "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": s.max_tokens, "temperature": s.temperature, "top_p": s.top_p,
+            "max_tokens": s.max_tokens,
+            "temperature": s.temperature,
+            "top_p": s.top_p,
         }
         if s.top_k is not None:
             body["top_k"] = s.top_k  # what the OpenAI client sends as extra_body
@@ -115,8 +123,9 @@ class OpenAICompatEngine(LLMEngine):
         return self._map(self._one, list(prompts))
 
     # ---- label-token logprobs -----------------------------------------------------------------
-    def _label_logprobs_one(self, prompt: str, labels: Sequence[str],
-                            answer_prefix: str = "") -> dict[str, float] | None:
+    def _label_logprobs_one(
+        self, prompt: str, labels: Sequence[str], answer_prefix: str = ""
+    ) -> dict[str, float] | None:
         """Greedy short reply with top logprobs. At the first position where the reply so far ends with
         `answer_prefix` and a label is among the top tokens, read every label's logprob there
         (`Output (a)` -> the position of `a`). Tokens match labels exactly, up to spaces and brackets."""
@@ -144,8 +153,9 @@ class OpenAICompatEngine(LLMEngine):
             so_far += str(position.get("token", ""))
         return None
 
-    def label_logprobs(self, prompts: Sequence[str], labels: Sequence[str],
-                       answer_prefix: str = "") -> list[dict[str, float] | None]:
+    def label_logprobs(
+        self, prompts: Sequence[str], labels: Sequence[str], answer_prefix: str = ""
+    ) -> list[dict[str, float] | None]:
         return self._map(lambda p: self._label_logprobs_one(p, labels, answer_prefix), list(prompts))
 
     def close(self) -> None:

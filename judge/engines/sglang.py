@@ -5,6 +5,7 @@ as a child process with the configured tensor/data parallelism and Qwen3 reasoni
 /health until ready and stopped with the engine. sglang is a GPU-only package: this module never imports
 it; only a launch checks that the launcher module is installed. Requests go through OpenAICompatEngine.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -22,6 +23,7 @@ import httpx
 from judge.config import JudgeConfig, SGLangConfig
 from judge.engines.openai_compat import OpenAICompatEngine
 
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -30,8 +32,21 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def launch_command(model: str, cfg: SGLangConfig, port: int, python: str = sys.executable) -> list[str]:
     """The launch_server command line for this config (tp·dp GPUs in one server process)."""
-    cmd = [python, "-m", cfg.launcher, "--model-path", model, "--host", cfg.host, "--port", str(port),
-           "--tp", str(cfg.tp), "--dp", str(cfg.dp)]
+    cmd = [
+        python,
+        "-m",
+        cfg.launcher,
+        "--model-path",
+        model,
+        "--host",
+        cfg.host,
+        "--port",
+        str(port),
+        "--tp",
+        str(cfg.tp),
+        "--dp",
+        str(cfg.dp),
+    ]
     if cfg.reasoning_parser:
         cmd += ["--reasoning-parser", cfg.reasoning_parser]
     if cfg.mem_fraction_static is not None:
@@ -57,8 +72,10 @@ class SGLangServer:
     def start(self) -> SGLangServer:
         root = self.launcher.split(".", 1)[0]
         if importlib.util.find_spec(root) is None:
-            raise RuntimeError(f"cannot launch {self.launcher}: the '{root}' package is not installed "
-                               f"(SGLang needs a GPU image; or pass judge url= for an external server)")
+            raise RuntimeError(
+                f"cannot launch {self.launcher}: the '{root}' package is not installed "
+                f"(SGLang needs a GPU image; or pass judge url= for an external server)"
+            )
         cmd = launch_command(self.model, self.cfg, self.port)
         with open(self.log_path, "wb") as log:
             # own process group, so stop() also ends the server's TP/DP worker processes
@@ -71,8 +88,9 @@ class SGLangServer:
         with httpx.Client(timeout=5.0) as client:
             while time.monotonic() < deadline:
                 if self.proc is not None and self.proc.poll() is not None:
-                    raise RuntimeError(f"{self.launcher} exited with {self.proc.returncode}: "
-                                       f"{self.log_tail()}")
+                    raise RuntimeError(
+                        f"{self.launcher} exited with {self.proc.returncode}: {self.log_tail()}"
+                    )
                 try:
                     if client.get(f"{self.url}/health").status_code == 200:
                         return
@@ -80,8 +98,9 @@ class SGLangServer:
                     pass
                 time.sleep(0.5)
         self.stop()
-        raise TimeoutError(f"{self.launcher} not ready after {self.cfg.startup_timeout_s}s: "
-                           f"{self.log_tail()}")
+        raise TimeoutError(
+            f"{self.launcher} not ready after {self.cfg.startup_timeout_s}s: {self.log_tail()}"
+        )
 
     def log_tail(self, n: int = 2000) -> str:
         try:

@@ -4,6 +4,7 @@ Generation is batched (left padding) under a lock, so concurrent Serve requests 
 replica's CPU threads. `timeout_s` becomes generate()'s max_time: a batch that hits it is reported as a
 timeout. Label logprobs come from one forward pass over prompt + answer prefix.
 """
+
 from __future__ import annotations
 
 import threading
@@ -38,27 +39,38 @@ class TransformersEngine(LLMEngine):
         messages = [{"role": "user", "content": prompt}]
         if getattr(self.tok, "chat_template", None):
             kwargs = {} if thinking is None else {"enable_thinking": thinking}
-            return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                                **kwargs)
+            return self.tok.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True, **kwargs
+            )
         return f"User: {prompt}\nAssistant:"
 
     def _encode(self, texts: list[str], reserve: int):
-        return self.tok(texts, return_tensors="pt", padding=True, truncation=True, add_special_tokens=False,
-                        max_length=max(16, self.max_positions - reserve))
+        return self.tok(
+            texts,
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            add_special_tokens=False,
+            max_length=max(16, self.max_positions - reserve),
+        )
 
     def complete(self, prompts: Sequence[str]) -> list[Completion]:
         out: list[Completion] = []
         size = self.config.batch_size
         for start in range(0, len(prompts), size):
-            out.extend(self._complete_batch(list(prompts[start:start + size])))
+            out.extend(self._complete_batch(list(prompts[start : start + size])))
         return out
 
     def _complete_batch(self, prompts: list[str]) -> list[Completion]:
         s = self.config.sampling
         new_tokens = min(s.max_tokens, self.max_positions // 2)
         texts = [self._chat(p, s.enable_thinking) for p in prompts]
-        kwargs = dict(max_new_tokens=new_tokens, do_sample=s.temperature > 0,
-                      pad_token_id=self.tok.pad_token_id, max_time=self.config.timeout_s)
+        kwargs = dict(
+            max_new_tokens=new_tokens,
+            do_sample=s.temperature > 0,
+            pad_token_id=self.tok.pad_token_id,
+            max_time=self.config.timeout_s,
+        )
         if s.temperature > 0:
             kwargs.update(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k or 0)
         else:
@@ -75,15 +87,18 @@ class TransformersEngine(LLMEngine):
         finally:
             elapsed = time.perf_counter() - t0
             metrics.LATENCY.labels(self.config.job, self.backend).observe(elapsed)
-        replies = self.tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        replies = self.tok.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         if elapsed >= self.config.timeout_s:
             error = f"timeout: generation hit {self.config.timeout_s}s"
             return [Completion(text=split_reasoning(r)[1], error=error) for r in replies]
-        return [Completion(text=visible, reasoning=reasoning)
-                for reasoning, visible in map(split_reasoning, replies)]
+        return [
+            Completion(text=visible, reasoning=reasoning)
+            for reasoning, visible in map(split_reasoning, replies)
+        ]
 
-    def label_logprobs(self, prompts: Sequence[str], labels: Sequence[str],
-                       answer_prefix: str = "") -> list[dict[str, float] | None]:
+    def label_logprobs(
+        self, prompts: Sequence[str], labels: Sequence[str], answer_prefix: str = ""
+    ) -> list[dict[str, float] | None]:
         ids = [self.tok.encode(label, add_special_tokens=False) for label in labels]
         first = [t[0] if t else None for t in ids]
         if None in first or len(set(first)) < len(first):
@@ -91,7 +106,7 @@ class TransformersEngine(LLMEngine):
         out: list[dict[str, float] | None] = []
         size = self.config.batch_size
         for start in range(0, len(prompts), size):
-            texts = [self._chat(p, False) + answer_prefix for p in prompts[start:start + size]]
+            texts = [self._chat(p, False) + answer_prefix for p in prompts[start : start + size]]
             t0 = time.perf_counter()
             with self._lock, self.torch.inference_mode():
                 enc = self._encode(texts, 1)

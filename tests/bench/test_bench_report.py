@@ -1,12 +1,26 @@
 """bench.report (entry format, markdown, baseline comparison) and bench.run helpers; runs no benchmark."""
+
 import json
 
 import pytest
 from pydantic import ValidationError
 
 from bench import run as bench_run
-from bench.report import (Entry, compare, compare_table, error_entry, failed, higher_is_better, load_results,
-                          make_entry, markdown_table, meets, parse_goal, spread_of, write_results)
+from bench.report import (
+    Entry,
+    compare,
+    compare_table,
+    error_entry,
+    failed,
+    higher_is_better,
+    load_results,
+    make_entry,
+    markdown_table,
+    meets,
+    parse_goal,
+    spread_of,
+    write_results,
+)
 
 
 def entry(id="P2", runs=(1.0, 1.1, 0.9), goal=">= 0.5", unit="x"):
@@ -63,8 +77,13 @@ def test_results_round_trip(tmp_path):
 
 
 def test_markdown_table_rows():
-    md = markdown_table([entry(), entry("P6-submit", [12.0, 15.5], "< 50", "ms"),
-                         error_entry("P4", "learner", "exit code 1: a|b")])
+    md = markdown_table(
+        [
+            entry(),
+            entry("P6-submit", [12.0, 15.5], "< 50", "ms"),
+            error_entry("P4", "learner", "exit code 1: a|b"),
+        ]
+    )
     lines = md.strip().splitlines()
     assert lines[0].startswith("| id |") and len(lines) == 5
     assert "| P2 |" in lines[2] and "1x" in lines[2] and "| yes |" in lines[2] and "(range)" in lines[2]
@@ -106,8 +125,12 @@ def test_noise_allowance_is_the_largest_of_spreads_and_floor():
 
 def test_compare_missing_new_and_error_entries():
     base = [entry("P2"), entry("P5", goal=">= 0.9"), error_entry("P4", "learner", "boom")]
-    new = [entry("P2"), error_entry("P5", "rollout", "timed out"), entry("P4", goal=">= 1.5"),
-           entry("P6-submit", [9.0], "< 50", "ms")]
+    new = [
+        entry("P2"),
+        error_entry("P5", "rollout", "timed out"),
+        entry("P4", goal=">= 1.5"),
+        entry("P6-submit", [9.0], "< 50", "ms"),
+    ]
     got = {c.id: c.verdict for c in compare(base, new)}
     assert got == {"P2": "ok", "P5": "error", "P4": "no baseline", "P6-submit": "new"}
     got = {c.id: c.verdict for c in compare(base, [entry("P2")])}
@@ -116,8 +139,10 @@ def test_compare_missing_new_and_error_entries():
 
 
 def test_compare_table_shows_delta_and_verdict():
-    rows = compare([entry(runs=[1.0]), entry("P6-status", [10.0], "< 50", "ms")],
-                   [entry(runs=[0.5]), entry("P6-status", [10.5], "< 50", "ms")])
+    rows = compare(
+        [entry(runs=[1.0]), entry("P6-status", [10.0], "< 50", "ms")],
+        [entry(runs=[0.5]), entry("P6-status", [10.5], "< 50", "ms")],
+    )
     table = compare_table(rows)
     assert "| P2 | 1x | 0.5x | -0.5x (-50 %) | 0.1x | REGRESSION |" in table
     assert "| P6-status | 10.0 ms | 10.5 ms | +0.5 ms (+5 %) | 1.0 ms | ok |" in table
@@ -163,13 +188,13 @@ def test_compare_and_promote_cli(tmp_path, monkeypatch, capsys):
 
 FAKES = {
     "fake_ok": "import sys\nfrom bench.report import make_entry, write_results\n"
-               "print('measuring')\nwrite_results(sys.argv[-1], [make_entry('F1', 'fake', [1.0, 2.0], "
-               "reference='r', goal='>= 1')])\n",
+    "print('measuring')\nwrite_results(sys.argv[-1], [make_entry('F1', 'fake', [1.0, 2.0], "
+    "reference='r', goal='>= 1')])\n",
     "fake_crash": "import sys\nprint('boom on stderr', file=sys.stderr)\nsys.exit(3)\n",
     "fake_silent": "pass\n",
     # a grandchild in its own session (like redis-server) must not outlive a timed-out benchmark
     "fake_hang": "import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', 'import time; "
-                 "time.sleep(60)'], start_new_session=True)\ntime.sleep(60)\n",
+    "time.sleep(60)'], start_new_session=True)\ntime.sleep(60)\n",
 }
 
 
@@ -191,8 +216,11 @@ def test_run_one_records_results_errors_and_timeouts(tmp_path, monkeypatch):
     seen_before = {p for p in bench_run._proc_table()}
     hang = run("fake_hang", timeout=3)
     assert "timed out after 3 s" in hang[0].error
-    leftovers = [p for p, (_, _, state) in bench_run._proc_table().items()
-                 if p not in seen_before and state != "Z" and "time.sleep(60)" in _cmdline(p)]
+    leftovers = [
+        p
+        for p, (_, _, state) in bench_run._proc_table().items()
+        if p not in seen_before and state != "Z" and "time.sleep(60)" in _cmdline(p)
+    ]
     assert leftovers == []
 
 

@@ -1,6 +1,7 @@
 """deploy/Dockerfile cannot be built here (no Docker engine): check that it is consistent with the repository —
 both variants exist, every COPY source exists, every file the RUN steps name exists, and the modules its
 smoke import names (including the chart's Serve import paths) import."""
+
 from __future__ import annotations
 
 import importlib
@@ -32,8 +33,11 @@ def test_variants_and_stages():
     assert froms[-1] == "base-${VARIANT}"
     args = {rest.split("=")[0] for op, rest in ins if op == "ARG"}
     assert {"VARIANT", "RAY_VERSION"} <= args
-    ray_version = next(rest.split("=")[1] for op, rest in ins if op == "ARG" and rest.startswith("RAY_VERSION"))
+    ray_version = next(
+        rest.split("=")[1] for op, rest in ins if op == "ARG" and rest.startswith("RAY_VERSION")
+    )
     import ray
+
     assert ray_version == ray.__version__  # the image runs the Ray the code is tested with
     values = yaml.safe_load((ROOT / "helm" / "payoff" / "values.yaml").read_text())
     assert values["ray"]["version"] == ray_version

@@ -4,6 +4,7 @@ template, KubeRay CRD validation of the RayService and the RayJob, the monitors'
 pods they must (and must not) select, the RayJob's job spec validated by the gateway's own validation against
 the RayJob cluster's capacity, its entrypoint script run against a stand-in `payoff`, and the Serve
 applications the RayService declares built for real through Ray Serve's own builder entry point."""
+
 from __future__ import annotations
 
 import base64
@@ -14,7 +15,9 @@ import jsonschema
 import pytest
 import yaml
 
-helm = pytest.importorskip("helm_python", reason="helm-python-sdk not installed (pip install helm-python-sdk)")
+helm = pytest.importorskip(
+    "helm_python", reason="helm-python-sdk not installed (pip install helm-python-sdk)"
+)
 kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate not installed")
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,21 +25,35 @@ CHART = ROOT / "helm" / "payoff"
 KUBERAY = ROOT.parent / "shared" / "schemas" / "kuberay"
 KUBE_VERSION = "1.30"
 
-GPU_VALUES = {"image": {"tag": "0.1.0-cuda"},
-              "ray": {"gpuWorkers": {"enabled": True, "gpus": 4, "replicas": 2}},
-              "serve": {"rollout": {"config": {"gpus_per_replica": 1, "engine": "vllm"}}},
-              "learnerJob": {"enabled": True, "activeDeadlineSeconds": 7200,
-                             "gpuWorkers": {"replicas": 2, "gpus": 2,
-                                            "nodeSelector": {"cloud.example/accelerator": "h100"},
-                                            "tolerations": [{"key": "dedicated", "operator": "Equal",
-                                                             "value": "training", "effect": "NoSchedule"}]}},
-              "metrics": {"podMonitor": {"enabled": True, "labels": {"release": "kps"}}}}
-EXTERNAL_VALUES = {"redis": {"enabled": False, "externalUrl": "redis://redis.example:6379/0"},
-                   "gateway": {"ingress": {"enabled": True, "className": "nginx", "tlsSecret": "payoff-tls"}},
-                   "metrics": {"exportToRay": False, "serviceMonitor": {"enabled": True, "labels": {"release": "kps"}},
-                               "podMonitor": {"enabled": True}},
-                   "learnerJob": {"enabled": True, "redisUrl": "redis://redis.example:6379/3"},
-                   "apiKeys": {"existingSecret": "my-keys"}}
+GPU_VALUES = {
+    "image": {"tag": "0.1.0-cuda"},
+    "ray": {"gpuWorkers": {"enabled": True, "gpus": 4, "replicas": 2}},
+    "serve": {"rollout": {"config": {"gpus_per_replica": 1, "engine": "vllm"}}},
+    "learnerJob": {
+        "enabled": True,
+        "activeDeadlineSeconds": 7200,
+        "gpuWorkers": {
+            "replicas": 2,
+            "gpus": 2,
+            "nodeSelector": {"cloud.example/accelerator": "h100"},
+            "tolerations": [
+                {"key": "dedicated", "operator": "Equal", "value": "training", "effect": "NoSchedule"}
+            ],
+        },
+    },
+    "metrics": {"podMonitor": {"enabled": True, "labels": {"release": "kps"}}},
+}
+EXTERNAL_VALUES = {
+    "redis": {"enabled": False, "externalUrl": "redis://redis.example:6379/0"},
+    "gateway": {"ingress": {"enabled": True, "className": "nginx", "tlsSecret": "payoff-tls"}},
+    "metrics": {
+        "exportToRay": False,
+        "serviceMonitor": {"enabled": True, "labels": {"release": "kps"}},
+        "podMonitor": {"enabled": True},
+    },
+    "learnerJob": {"enabled": True, "redisUrl": "redis://redis.example:6379/3"},
+    "apiKeys": {"existingSecret": "my-keys"},
+}
 
 
 def render(values: dict | None = None) -> list[dict]:
@@ -60,8 +77,11 @@ def by_kind(docs: list[dict]) -> dict[str, list[dict]]:
 def _strict(schema):
     """Reject unknown fields where the CRD lists its properties (the API server's strict field validation)."""
     if isinstance(schema, dict):
-        if ("properties" in schema and "additionalProperties" not in schema
-                and not schema.get("x-kubernetes-preserve-unknown-fields")):
+        if (
+            "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
             schema["additionalProperties"] = False
         for v in schema.values():
             _strict(v)
@@ -103,8 +123,12 @@ def selects(match_labels: dict, pod_labels: dict) -> bool:
 
 def kuberay_labels(d: dict, template: dict, node_type: str) -> dict:
     """A pod's labels once KubeRay has created it from `template` (KubeRay adds its ray.io/* labels)."""
-    return {**template["metadata"]["labels"], "ray.io/is-ray-node": "yes", "ray.io/node-type": node_type,
-            "ray.io/cluster": d["metadata"]["name"]}
+    return {
+        **template["metadata"]["labels"],
+        "ray.io/is-ray-node": "yes",
+        "ray.io/node-type": node_type,
+        "ray.io/cluster": d["metadata"]["name"],
+    }
 
 
 @pytest.mark.parametrize("values", [{}, GPU_VALUES, EXTERNAL_VALUES], ids=["default", "gpu", "external"])
@@ -117,16 +141,28 @@ def test_rendered_objects_validate(values):
             if d["kind"] not in validators:
                 validators[d["kind"]] = crd_validator(d["kind"])
             errors = sorted(validators[d["kind"]].iter_errors(d), key=str)
-            assert not errors, f"{d['kind']}: " + "; ".join(f"{list(e.path)}: {e.message}" for e in errors[:5])
+            assert not errors, f"{d['kind']}: " + "; ".join(
+                f"{list(e.path)}: {e.message}" for e in errors[:5]
+            )
             # pod templates inside the CRD are core PodTemplateSpecs: validate them strictly too
             for template in ray_pod_templates(d):
-                kv.validate({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"},
-                             "template": template}, KUBE_VERSION, strict=True)
+                kv.validate(
+                    {
+                        "apiVersion": "v1",
+                        "kind": "PodTemplate",
+                        "metadata": {"name": "t"},
+                        "template": template,
+                    },
+                    KUBE_VERSION,
+                    strict=True,
+                )
         elif d["apiVersion"] == "monitoring.coreos.com/v1":
             # no CRD schema of the Prometheus Operator is kept: check the fields the chart relies on
             assert d["kind"] in ("ServiceMonitor", "PodMonitor")
             eps = d["spec"]["endpoints" if d["kind"] == "ServiceMonitor" else "podMetricsEndpoints"]
-            assert eps and all(e["port"] and e["path"].startswith("/") and e["honorLabels"] is True for e in eps)
+            assert eps and all(
+                e["port"] and e["path"].startswith("/") and e["honorLabels"] is True for e in eps
+            )
             assert d["spec"]["selector"]["matchLabels"]
         else:
             kv.validate(d, KUBE_VERSION, strict=True)
@@ -147,6 +183,7 @@ def test_default_render_contents():
     assert head_env["PAYOFF_ADMIN_KEY"]["valueFrom"]["secretKeyRef"]["name"] == secret["metadata"]["name"]
     # every Ray pod mirrors payoff_* to Ray's metrics agent, which listens on the `metrics` port
     from services.metrics import RAY_EXPORT_ENV
+
     for g in [rs["headGroupSpec"], *rs["workerGroupSpecs"]]:
         c = g["template"]["spec"]["containers"][0]
         assert {"name": RAY_EXPORT_ENV, "value": "1"} in c["env"]
@@ -166,7 +203,10 @@ def test_external_redis_ingress_servicemonitor():
     sm = kinds["ServiceMonitor"][0]
     assert sm["metadata"]["labels"]["release"] == "kps"
     assert {(e["port"], e["path"]) for e in sm["spec"]["endpoints"]} == {
-        ("http", "/metrics"), ("http", "/rollout/metrics"), ("http", "/judge/metrics")}
+        ("http", "/metrics"),
+        ("http", "/rollout/metrics"),
+        ("http", "/judge/metrics"),
+    }
     svc = next(s for s in kinds["Service"] if s["metadata"]["name"] == "rel-payoff-gateway")
     assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
     # Ray's agent is still scraped on every Ray pod (ray_*, ray_serve_*), but payoff_* is not mirrored into it
@@ -186,17 +226,32 @@ def test_external_redis_ingress_servicemonitor():
         chart.render(bad, name="rel", namespace="payoff")
 
 
-@pytest.mark.parametrize("bad,where", [
-    ({"redis": {"enabled": False}}, "/redis/externalUrl"),            # no Redis at all
-    ({"ray": {"gpuWorkers": {"gpus": 0}}}, "/ray/gpuWorkers/gpus"),   # a GPU group without GPUs
-    ({"serve": {"rollout": {"importPath": "not a path"}}}, "/serve/rollout/importPath"),
-    ({"apiKeys": {"adminKey": "short"}}, "/apiKeys/adminKey"),        # GatewaySettings wants >= 24 chars
-    ({"unknownKey": 1}, "unknownKey"),
-    ({"metrics": {"serviceMonitor": {"enabled": True}}}, "/metrics/exportToRay"),  # would scrape payoff_* twice
-    ({"learnerJob": {"enabled": True, "gpuWorkers": {"gpus": 0}}}, "/learnerJob/gpuWorkers/gpus"),
-    ({"learnerJob": {"enabled": True, "jobSpec": ""}}, "/learnerJob/jobSpec"),
-], ids=["no-redis", "zero-gpus", "bad-import-path", "short-admin-key", "unknown-key", "servicemonitor-and-export",
-        "learner-job-zero-gpus", "learner-job-no-spec"])
+@pytest.mark.parametrize(
+    "bad,where",
+    [
+        ({"redis": {"enabled": False}}, "/redis/externalUrl"),  # no Redis at all
+        ({"ray": {"gpuWorkers": {"gpus": 0}}}, "/ray/gpuWorkers/gpus"),  # a GPU group without GPUs
+        ({"serve": {"rollout": {"importPath": "not a path"}}}, "/serve/rollout/importPath"),
+        ({"apiKeys": {"adminKey": "short"}}, "/apiKeys/adminKey"),  # GatewaySettings wants >= 24 chars
+        ({"unknownKey": 1}, "unknownKey"),
+        (
+            {"metrics": {"serviceMonitor": {"enabled": True}}},
+            "/metrics/exportToRay",
+        ),  # would scrape payoff_* twice
+        ({"learnerJob": {"enabled": True, "gpuWorkers": {"gpus": 0}}}, "/learnerJob/gpuWorkers/gpus"),
+        ({"learnerJob": {"enabled": True, "jobSpec": ""}}, "/learnerJob/jobSpec"),
+    ],
+    ids=[
+        "no-redis",
+        "zero-gpus",
+        "bad-import-path",
+        "short-admin-key",
+        "unknown-key",
+        "servicemonitor-and-export",
+        "learner-job-zero-gpus",
+        "learner-job-no-spec",
+    ],
+)
 def test_values_schema_rejects(bad, where):
     chart = helm.Chart.load(str(CHART))
     with pytest.raises(helm.HelmValuesError, match=where):
@@ -229,6 +284,7 @@ def test_serve_apps_build_through_serve(values):
     rollout = apps["rollout"]["args"]
     if values:
         assert rollout["gpus_per_replica"] == 1
-        dep = call_user_app_builder_with_args_if_necessary(import_attr(apps["rollout"]["import_path"]),
-                                                           rollout)._bound_deployment
+        dep = call_user_app_builder_with_args_if_necessary(
+            import_attr(apps["rollout"]["import_path"]), rollout
+        )._bound_deployment
         assert dep.ray_actor_options["num_gpus"] == 1

@@ -56,23 +56,29 @@ def test_gpu_render_learner_rayjob():
     assert res["limits"]["nvidia.com/gpu"] == 2 and res["requests"]["nvidia.com/gpu"] == 2
     # maps merge with the chart's default (Helm); lists replace it
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true", "cloud.example/accelerator": "h100"}
-    assert pod["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "training",
-                                   "effect": "NoSchedule"}]
+    assert pod["tolerations"] == [
+        {"key": "dedicated", "operator": "Equal", "value": "training", "effect": "NoSchedule"}
+    ]
     assert pod["containers"][0]["image"].endswith(":0.1.0-cuda")
     head = cluster["headGroupSpec"]["template"]["spec"]
     [mount] = [m for m in head["containers"][0]["volumeMounts"] if m["name"] == "learner-job"]
     [volume] = [v for v in head["volumes"] if v["name"] == "learner-job"]
     cm = next(c for c in kinds["ConfigMap"] if c["metadata"]["name"] == volume["configMap"]["name"])
-    assert mount["mountPath"] == "/etc/payoff/learner-job" and spec["entrypoint"].endswith(mount["mountPath"] + "/run.sh")
+    assert mount["mountPath"] == "/etc/payoff/learner-job" and spec["entrypoint"].endswith(
+        mount["mountPath"] + "/run.sh"
+    )
     assert cm["data"]["run.sh"] == (CHART / "files" / "learner-job.sh").read_text()
     for p in (head, pod):
         env = {e["name"]: e.get("value") for e in p["containers"][0]["env"]}
         assert env["REDIS_URL"] == "redis://rel-payoff-redis:6379/1"  # not the RayService's database 0
     # the job fits the RayJob's cluster as the gateway sees it (Ray counts the container's CPU limit)
     cpus = float(cluster["headGroupSpec"]["rayStartParams"]["num-cpus"]) + gpu["replicas"] * float(
-        pod["containers"][0]["resources"]["limits"]["cpu"])
+        pod["containers"][0]["resources"]["limits"]["cpu"]
+    )
     gpus = gpu["replicas"] * int(gpu["rayStartParams"]["num-gpus"])
-    job_spec = validate_job(cm["data"]["job.yaml"].encode(), "application/yaml", ClusterInfo(cpus=cpus, gpus=gpus))
+    job_spec = validate_job(
+        cm["data"]["job.yaml"].encode(), "application/yaml", ClusterInfo(cpus=cpus, gpus=gpus)
+    )
     assert job_spec.learner.gpus_per_worker >= 1  # the learner trains on the GPU group
     with pytest.raises(Exception, match="GPU"):  # and the same spec on a cluster without GPUs is refused
         validate_job(cm["data"]["job.yaml"].encode(), "application/yaml", ClusterInfo(cpus=cpus, gpus=0))
@@ -87,18 +93,36 @@ def test_monitors_select_every_ray_pod_and_only_the_rayservice_head_serves_the_g
     eps = {e["port"]: e for e in pm["spec"]["podMetricsEndpoints"]}
     assert set(eps) == {"metrics", "payoff-http"}
     rename = eps["metrics"]["metricRelabelings"][0]
-    assert rename == {"sourceLabels": ["__name__"], "regex": "ray_(payoff_.+)", "targetLabel": "__name__",
-                      "replacement": "$1", "action": "replace"}
+    assert rename == {
+        "sourceLabels": ["__name__"],
+        "regex": "ray_(payoff_.+)",
+        "targetLabel": "__name__",
+        "replacement": "$1",
+        "action": "replace",
+    }
     gateway_svc = next(s for s in kinds["Service"] if s["metadata"]["name"] == "rel-payoff-gateway")
     ray_pods = []
     for d in kinds["RayService"] + kinds["RayJob"]:
         cluster = ray_cluster(d)
-        ray_pods.append((d["kind"], "head", kuberay_labels(d, cluster["headGroupSpec"]["template"], "head"),
-                         cluster["headGroupSpec"]["template"]))
+        ray_pods.append(
+            (
+                d["kind"],
+                "head",
+                kuberay_labels(d, cluster["headGroupSpec"]["template"], "head"),
+                cluster["headGroupSpec"]["template"],
+            )
+        )
         for g in cluster["workerGroupSpecs"]:
-            ray_pods.append((d["kind"], g["groupName"], kuberay_labels(d, g["template"], "worker"), g["template"]))
-    assert [(k, g) for k, g, _, _ in ray_pods] == [("RayService", "head"), ("RayService", "cpu"),
-                                                   ("RayService", "gpu"), ("RayJob", "head"), ("RayJob", "gpu")]
+            ray_pods.append(
+                (d["kind"], g["groupName"], kuberay_labels(d, g["template"], "worker"), g["template"])
+            )
+    assert [(k, g) for k, g, _, _ in ray_pods] == [
+        ("RayService", "head"),
+        ("RayService", "cpu"),
+        ("RayService", "gpu"),
+        ("RayJob", "head"),
+        ("RayJob", "gpu"),
+    ]
     for kind, group, labels, template in ray_pods:
         assert selects(pm["spec"]["selector"]["matchLabels"], labels), (kind, group)
         ports = {p["name"]: p["containerPort"] for p in template["spec"]["containers"][0]["ports"]}
@@ -123,9 +147,21 @@ def test_learner_job_script(tmp_path):
     assert [c for c, _ in calls] == ["serve", "jobs", "submit"]
     for cmd, _ in calls:
         assert cmd in COMMANDS
-    helps = {cmd: subprocess.run([str(ROOT / ".venv" / "bin" / "payoff") if (ROOT / ".venv" / "bin" / "payoff").exists()
-                                  else "payoff", cmd, "--help"], capture_output=True, text=True, timeout=120).stdout
-             for cmd, _ in calls}
+    helps = {
+        cmd: subprocess.run(
+            [
+                str(ROOT / ".venv" / "bin" / "payoff")
+                if (ROOT / ".venv" / "bin" / "payoff").exists()
+                else "payoff",
+                cmd,
+                "--help",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+        for cmd, _ in calls
+    }
     for flag in ("--host", "--port", "--max-jobs"):
         assert flag in helps["serve"] and flag in script
     assert "--limit" in helps["jobs"] and "--watch" in helps["submit"]
@@ -150,8 +186,9 @@ esac
 
     def run(**extra):
         log.write_text("")
-        res = subprocess.run(["sh", str(job_dir / "run.sh")], env={**env, **extra}, capture_output=True, text=True,
-                             timeout=60)
+        res = subprocess.run(
+            ["sh", str(job_dir / "run.sh")], env={**env, **extra}, capture_output=True, text=True, timeout=60
+        )
         return res, log.read_text().splitlines()
 
     res, lines = run()
@@ -159,7 +196,12 @@ esac
     [serve] = [ln for ln in lines if ln.startswith("serve ")]  # started in the background: any position
     assert serve.startswith("serve --host 0.0.0.0 --port 8088 --max-jobs 1 url=http://127.0.0.1:8088 key=kkk")
     rest = [ln for ln in lines if ln != serve]
-    assert [ln.split()[0] for ln in rest] == ["jobs", "jobs", "submit", "stopped"]  # polls until the gateway answers
+    assert [ln.split()[0] for ln in rest] == [
+        "jobs",
+        "jobs",
+        "submit",
+        "stopped",
+    ]  # polls until the gateway answers
     assert rest[2].startswith(f"submit {job_dir}/job.yaml --watch url=http://127.0.0.1:8088")
     res, lines = run(SUBMIT_RC="1")  # the job failed: so does the RayJob
     assert res.returncode == 1 and lines[-1] == "stopped"

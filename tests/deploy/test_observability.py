@@ -8,6 +8,7 @@
   the payoff `job` label and renames ray_payoff_* back the same way the Helm chart's PodMonitor does;
 - the rollout and learner recorders turn real stats into the documented series.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,10 @@ sys.path.insert(0, str(ROOT / "deploy"))
 import generate  # noqa: E402  (deploy/generate.py)
 
 PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (make prometheus: Debian's "
-                                                              "prometheus package, needs root)")
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None,
+    reason="promtool not installed (make prometheus: Debian's prometheus package, needs root)",
+)
 METRIC_RE = re.compile(r"\b(payoff_[a-zA-Z0-9_]+)")
 
 
@@ -46,8 +49,12 @@ def alert_exprs() -> list[tuple[str, str]]:
 
 
 def test_generated_files_up_to_date():
-    res = subprocess.run([sys.executable, str(ROOT / "deploy" / "generate.py"), "--check"], capture_output=True,
-                         text=True, cwd=ROOT)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "deploy" / "generate.py"), "--check"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
 
 
@@ -69,8 +76,13 @@ def test_dashboards_cover_the_four_views_and_reference_only_registered_series():
     known = generate.series_names()
     exprs = dashboard_exprs()
     files = {f for f, _, _ in exprs}
-    assert files == {"payoff-overview.json", "payoff-job.json", "payoff-queue.json", "payoff-rollout-judge.json",
-                     "payoff-learner.json"}
+    assert files == {
+        "payoff-overview.json",
+        "payoff-job.json",
+        "payoff-queue.json",
+        "payoff-rollout-judge.json",
+        "payoff-learner.json",
+    }
     used = set()
     for fname, title, expr in exprs:
         names = set(METRIC_RE.findall(expr))
@@ -105,14 +117,29 @@ def test_job_detail_dashboard():
     used = {n for _, e in exprs for n in METRIC_RE.findall(e)}
     wanted = {
         "reward mean/std by data_source": {"payoff_learner_reward_by_source"},
-        "learner step time and samples/s": {"payoff_learner_step_seconds_bucket", "payoff_learner_samples_total"},
+        "learner step time and samples/s": {
+            "payoff_learner_step_seconds_bucket",
+            "payoff_learner_samples_total",
+        },
         "loss terms and KL": {"payoff_learner_loss"},
-        "policy version per replica vs learner": {"payoff_rollout_policy_version", "payoff_learner_policy_version"},
-        "queue depth/pending/dead/stale": {"payoff_queue_depth", "payoff_queue_pending",
-                                           "payoff_queue_dead_letter_total", "payoff_queue_stale_total"},
-        "weight-sync duration/bytes": {"payoff_learner_weight_sync_seconds_bucket",
-                                       "payoff_learner_weight_sync_bytes_total"},
-        "idle ratios of learner and rollouts": {"payoff_learner_idle_ratio", "payoff_rollout_busy_seconds_total"},
+        "policy version per replica vs learner": {
+            "payoff_rollout_policy_version",
+            "payoff_learner_policy_version",
+        },
+        "queue depth/pending/dead/stale": {
+            "payoff_queue_depth",
+            "payoff_queue_pending",
+            "payoff_queue_dead_letter_total",
+            "payoff_queue_stale_total",
+        },
+        "weight-sync duration/bytes": {
+            "payoff_learner_weight_sync_seconds_bucket",
+            "payoff_learner_weight_sync_bytes_total",
+        },
+        "idle ratios of learner and rollouts": {
+            "payoff_learner_idle_ratio",
+            "payoff_rollout_busy_seconds_total",
+        },
         "judge latency/failures": {"payoff_judge_request_seconds_bucket", "payoff_judge_failures_total"},
     }
     for view, names in wanted.items():
@@ -136,17 +163,25 @@ def test_scrape_configs_reach_rays_metrics_agent_like_the_chart():
     job = ray_scrape_job()
     assert job["honor_labels"] is True
     assert job["kubernetes_sd_configs"] == [{"role": "pod"}]
-    keeps = {tuple(r["source_labels"]): r["regex"] for r in job["relabel_configs"] if r.get("action") == "keep"}
+    keeps = {
+        tuple(r["source_labels"]): r["regex"] for r in job["relabel_configs"] if r.get("action") == "keep"
+    }
     assert keeps[("__meta_kubernetes_pod_label_ray_io_is_ray_node",)] == "yes"
     assert re.fullmatch(keeps[("__meta_kubernetes_pod_container_port_name",)], "metrics")
     assert not re.fullmatch(keeps[("__meta_kubernetes_pod_container_port_name",)], "serve")
     rename = job["metric_relabel_configs"][0]
-    assert re.fullmatch(rename["regex"], "ray_payoff_learner_steps_total").expand(
-        rename["replacement"].replace("$1", r"\1")) == "payoff_learner_steps_total"
+    assert (
+        re.fullmatch(rename["regex"], "ray_payoff_learner_steps_total").expand(
+            rename["replacement"].replace("$1", r"\1")
+        )
+        == "payoff_learner_steps_total"
+    )
     assert not re.fullmatch(rename["regex"], "ray_serve_num_http_requests_total")  # Ray's own names stay
     # the chart's PodMonitor applies the same rename
     chart = (ROOT / "helm" / "payoff" / "templates" / "podmonitor.yaml").read_text()
-    assert (f'regex: "{rename["regex"]}", targetLabel: __name__, replacement: "{rename["replacement"]}"') in chart
+    assert (
+        f'regex: "{rename["regex"]}", targetLabel: __name__, replacement: "{rename["replacement"]}"'
+    ) in chart
     local = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus-local.yml").read_text())
     jobs = {c["job_name"]: c for c in local["scrape_configs"]}
     assert set(jobs) == {"payoff-gateway", "ray"}
@@ -158,7 +193,12 @@ def test_scrape_configs_reach_rays_metrics_agent_like_the_chart():
 def test_alerts_reference_only_registered_series():
     known = generate.series_names()
     alerts = dict(alert_exprs())
-    for needed in ("PayoffQueueBackingUp", "PayoffWeightSyncFailures", "PayoffJudgeFailureRate", "PayoffJobFailed"):
+    for needed in (
+        "PayoffQueueBackingUp",
+        "PayoffWeightSyncFailures",
+        "PayoffJudgeFailureRate",
+        "PayoffJobFailed",
+    ):
         assert needed in alerts
     for name, expr in alerts.items():
         unknown = set(METRIC_RE.findall(expr)) - known
@@ -172,8 +212,9 @@ def test_promtool_checks_config_and_rules(tmp_path):
         res = subprocess.run([PROMTOOL, *cmd], capture_output=True, text=True, cwd=here, timeout=60)
         assert res.returncode == 0, res.stdout + res.stderr
         assert "SUCCESS" in res.stdout + res.stderr
-    res = subprocess.run([PROMTOOL, "check", "config", "prometheus.yml"], capture_output=True, text=True, cwd=here,
-                         timeout=60)
+    res = subprocess.run(
+        [PROMTOOL, "check", "config", "prometheus.yml"], capture_output=True, text=True, cwd=here, timeout=60
+    )
     out = res.stdout + res.stderr
     if res.returncode != 0 and "field kubernetes_sd_configs not found" in out:
         # Debian's Prometheus is built without Kubernetes service discovery: check everything else of the file
@@ -184,8 +225,13 @@ def test_promtool_checks_config_and_rules(tmp_path):
                 c["static_configs"] = [{"targets": ["10.0.0.1:8080"]}]
         (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(cfg))
         (tmp_path / "alerts.yml").write_text((here / "alerts.yml").read_text())
-        res = subprocess.run([PROMTOOL, "check", "config", "prometheus.yml"], capture_output=True, text=True,
-                             cwd=tmp_path, timeout=60)
+        res = subprocess.run(
+            [PROMTOOL, "check", "config", "prometheus.yml"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=60,
+        )
         out = res.stdout + res.stderr
     assert res.returncode == 0 and "SUCCESS" in out, out
 
@@ -195,7 +241,11 @@ def test_promtool_parses_every_dashboard_query(tmp_path):
     """Each panel's PromQL, with Grafana's variables substituted, parsed by Prometheus's own parser."""
     rules = []
     for i, (fname, title, expr) in enumerate(dashboard_exprs()):
-        q = expr.replace("$__rate_interval", "5m").replace('=~"$job"', '=~".*"').replace('="$job"', '="some-job"')
+        q = (
+            expr.replace("$__rate_interval", "5m")
+            .replace('=~"$job"', '=~".*"')
+            .replace('="$job"', '="some-job"')
+        )
         assert "$" not in q, f"{fname} / {title}: unsubstituted variable in {expr!r}"
         rules.append({"record": f"payoff:dashboard_check:{i}", "expr": q})
     f = tmp_path / "dash_rules.yml"
@@ -215,9 +265,22 @@ def test_learner_observe_step_records_documented_series():
     from learner import metrics as lm
 
     job = "deploy-test-learner"
-    stats = {"loss": 0.5, "kl": 0.01, "step": 3, "version": 7, "samples": 8, "reward_mean": 0.25,
-             "staleness": 1.5, "step_s": 0.2, "push_s": 0.05, "push_bytes": 1024.0, "push_ok": 1.0,
-             "push_failed": 2.0, "checkpoint_s": 0.3, "checkpoint": "/tmp/x"}
+    stats = {
+        "loss": 0.5,
+        "kl": 0.01,
+        "step": 3,
+        "version": 7,
+        "samples": 8,
+        "reward_mean": 0.25,
+        "staleness": 1.5,
+        "step_s": 0.2,
+        "push_s": 0.05,
+        "push_bytes": 1024.0,
+        "push_ok": 1.0,
+        "push_failed": 2.0,
+        "checkpoint_s": 0.3,
+        "checkpoint": "/tmp/x",
+    }
     lm.observe_step(job, stats)
     lm.observe_step(job, stats)
     j = {"job": job}
@@ -238,8 +301,10 @@ def test_rollout_observe_batch_records_documented_series():
     from rollout import metrics as rm
     from rollout.engine import GenOutput
 
-    outs = [GenOutput(token_ids=[1, 2, 3], logprobs=[-0.1] * 3, versions=[3] * 3, finish_reason="stop"),
-            GenOutput(token_ids=[4], logprobs=[-0.2], versions=[3], finish_reason="length")]
+    outs = [
+        GenOutput(token_ids=[1, 2, 3], logprobs=[-0.1] * 3, versions=[3] * 3, finish_reason="stop"),
+        GenOutput(token_ids=[4], logprobs=[-0.2], versions=[3], finish_reason="length"),
+    ]
     rm.observe_batch("deploy-test-rollout", "r1", outs, prompt_tokens=10, seconds=0.5, version=3)
     lab = {"job": "deploy-test-rollout", "replica": "r1"}
     assert _sample("payoff_rollout_generated_tokens_total", lab) == 4

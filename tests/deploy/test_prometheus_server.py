@@ -1,6 +1,7 @@
 """A real Prometheus server (Debian's package) scrapes a real payoff /metrics endpoint with the shipped
 prometheus-local.yml job, loads the alert rules, and answers PromQL over its HTTP API. Bounded in time; the
 server is killed at the end."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = shutil.which("prometheus")
-pytestmark = pytest.mark.skipif(PROMETHEUS is None, reason="prometheus not installed (make prometheus: Debian's "
-                                                           "prometheus package, needs root)")
+pytestmark = pytest.mark.skipif(
+    PROMETHEUS is None,
+    reason="prometheus not installed (make prometheus: Debian's prometheus package, needs root)",
+)
 
 
 def _free_port() -> int:
@@ -70,8 +73,18 @@ def test_prometheus_scrapes_payoff_metrics_and_loads_alerts(tmp_path, metrics_en
     from services.metrics import QUEUE_DEPTH
 
     job = f"promtest-{int(time.time())}"
-    lm.observe_step(job, {"samples": 4, "step_s": 0.1, "version": 5, "loss": 0.75, "push_s": 0.01,
-                          "push_bytes": 100.0, "push_failed": 0.0})
+    lm.observe_step(
+        job,
+        {
+            "samples": 4,
+            "step_s": 0.1,
+            "version": 5,
+            "loss": 0.75,
+            "push_s": 0.01,
+            "push_bytes": 100.0,
+            "push_failed": 0.0,
+        },
+    )
     QUEUE_DEPTH.labels(job).set(42)
 
     # the shipped scrape config of the gateway's /metrics, pointed at our endpoint, with a fast interval
@@ -79,13 +92,22 @@ def test_prometheus_scrapes_payoff_metrics_and_loads_alerts(tmp_path, metrics_en
     cfg["global"]["scrape_interval"] = cfg["global"]["evaluation_interval"] = "1s"
     cfg["rule_files"] = [str(ROOT / "deploy" / "prometheus" / "alerts.yml")]
     cfg["scrape_configs"] = [c for c in cfg["scrape_configs"] if c["job_name"] == "payoff-gateway"]
-    cfg["scrape_configs"][0]["static_configs"] = [{"targets": [metrics_endpoint], "labels": {"component": "test"}}]
+    cfg["scrape_configs"][0]["static_configs"] = [
+        {"targets": [metrics_endpoint], "labels": {"component": "test"}}
+    ]
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(cfg))
     port = _free_port()
     log = open(tmp_path / "prometheus.log", "w")
-    proc = subprocess.Popen([PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}",
-                             f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            PROMETHEUS,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     api = f"http://127.0.0.1:{port}/api/v1"
     try:
         deadline = time.monotonic() + 30
@@ -105,14 +127,16 @@ def test_prometheus_scrapes_payoff_metrics_and_loads_alerts(tmp_path, metrics_en
         assert float(result[0]["value"][1]) == 1.0
         assert result[0]["metric"]["component"] == "test" and "exported_job" not in result[0]["metric"]
         # series without a payoff job label keep the scrape job's name
-        q = urllib.parse.quote('payoff_gateway_jobs_rejected_total')
+        q = urllib.parse.quote("payoff_gateway_jobs_rejected_total")
         assert _get(f"{api}/query?query={q}")["data"]["result"][0]["metric"]["job"] == "payoff-gateway"
         # the dashboards' `job` variable lists payoff job ids
         values = _get(f"{api}/label/job/values?match[]=payoff_queue_depth")["data"]
         assert job in values and "payoff-gateway" not in values
 
-        q = urllib.parse.quote(f'payoff_queue_depth{{job="{job}"}} + on() group_left '
-                               f'payoff_learner_loss{{job="{job}",term="loss"}}')
+        q = urllib.parse.quote(
+            f'payoff_queue_depth{{job="{job}"}} + on() group_left '
+            f'payoff_learner_loss{{job="{job}",term="loss"}}'
+        )
         val = _get(f"{api}/query?query={q}")["data"]["result"]
         assert val and float(val[0]["value"][1]) == pytest.approx(42.75)
 
@@ -121,8 +145,12 @@ def test_prometheus_scrapes_payoff_metrics_and_loads_alerts(tmp_path, metrics_en
 
         rules = _get(f"{api}/rules")["data"]["groups"]
         names = {r["name"] for g in rules for r in g["rules"]}
-        assert {"PayoffQueueBackingUp", "PayoffWeightSyncFailures", "PayoffJudgeFailureRate",
-                "PayoffJobFailed"} <= names
+        assert {
+            "PayoffQueueBackingUp",
+            "PayoffWeightSyncFailures",
+            "PayoffJudgeFailureRate",
+            "PayoffJobFailed",
+        } <= names
         assert all(r["health"] in ("ok", "unknown") for g in rules for r in g["rules"])
     finally:
         proc.terminate()

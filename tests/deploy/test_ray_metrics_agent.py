@@ -7,6 +7,7 @@ Kubernetes pod discovery replaced by static targets that carry the same __meta_k
 metrics port and two decoys — the series must arrive under their payoff_* names with the payoff job id in `job`,
 and every query of the job-detail dashboard must return data for that job.
 """
+
 from __future__ import annotations
 
 import json
@@ -62,10 +63,26 @@ def test_actor_metrics_reach_the_agent_and_prometheus(ray_session, tmp_path):
         from rollout.engine import GenOutput
         from services import metrics as sm
 
-        lm.observe_step(job, {"loss": 0.5, "policy_loss": 0.4, "kl": 0.01, "step": 3, "version": 7, "samples": 8,
-                              "reward_mean": 0.25, "staleness": 1.0, "step_s": 0.2, "push_s": 0.05,
-                              "push_bytes": 1024.0, "push_failed": 0.0, "wait_s": 0.1, "idle_ratio": 0.33},
-                        by_source={"math": (0.5, 0.1), "ambig": (0.2, 0.05)})
+        lm.observe_step(
+            job,
+            {
+                "loss": 0.5,
+                "policy_loss": 0.4,
+                "kl": 0.01,
+                "step": 3,
+                "version": 7,
+                "samples": 8,
+                "reward_mean": 0.25,
+                "staleness": 1.0,
+                "step_s": 0.2,
+                "push_s": 0.05,
+                "push_bytes": 1024.0,
+                "push_failed": 0.0,
+                "wait_s": 0.1,
+                "idle_ratio": 0.33,
+            },
+            by_source={"math": (0.5, 0.1), "ambig": (0.2, 0.05)},
+        )
         outs = [GenOutput(token_ids=[1, 2, 3], logprobs=[-0.1] * 3, versions=[6] * 3, finish_reason="stop")]
         rm.observe_batch(job, "replica-a", outs, prompt_tokens=5, seconds=0.5, version=6)
         sm.QUEUE_DEPTH.labels(job).set(12)
@@ -89,9 +106,13 @@ def test_actor_metrics_reach_the_agent_and_prometheus(ray_session, tmp_path):
         assert ray.get(actor.record.remote(job), timeout=120), "the mirror thread did not start in the actor"
         text = _agent_series(port, job)
         # counters, gauges and histogram parts, with their payoff labels, under Ray's ray_ prefix
-        for name, labels in (("learner_loss", 'term="kl"'), ("learner_samples_total", ""),
-                             ("learner_step_seconds_bucket", 'le="+Inf"'),
-                             ("rollout_policy_version", 'replica="replica-a"'), ("judge_failures_total", "")):
+        for name, labels in (
+            ("learner_loss", 'term="kl"'),
+            ("learner_samples_total", ""),
+            ("learner_step_seconds_bucket", 'le="+Inf"'),
+            ("rollout_policy_version", 'replica="replica-a"'),
+            ("judge_failures_total", ""),
+        ):
             lines = re.findall(rf'^ray_payoff_{name}\{{[^}}]*\bjob="{job}"[^}}]*\}} \S+$', text, re.M)
             assert any(labels in ln for ln in lines), (name, labels)
         assert not re.search(r"^ray_payoff_\w+_created", text, re.M)
@@ -107,20 +128,40 @@ def test_actor_metrics_reach_the_agent_and_prometheus(ray_session, tmp_path):
 def _scrape_with_shipped_config(tmp_path: Path, agent_port: int, job: str) -> None:
     cfg = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     ray_job = next(c for c in cfg["scrape_configs"] if c["job_name"] == "ray")
-    meta = {"__meta_kubernetes_namespace": "payoff", "__meta_kubernetes_pod_label_ray_io_cluster": "rel-payoff",
-            "__meta_kubernetes_pod_label_ray_io_node_type": "worker"}
+    meta = {
+        "__meta_kubernetes_namespace": "payoff",
+        "__meta_kubernetes_pod_label_ray_io_cluster": "rel-payoff",
+        "__meta_kubernetes_pod_label_ray_io_node_type": "worker",
+    }
     ray_job.pop("kubernetes_sd_configs")
     ray_job["static_configs"] = [
-        {"targets": [f"127.0.0.1:{agent_port}"],
-         "labels": {**meta, "__meta_kubernetes_pod_name": "ray-worker-gpu-0",
-                    "__meta_kubernetes_pod_label_ray_io_is_ray_node": "yes",
-                    "__meta_kubernetes_pod_container_port_name": "metrics"}},
+        {
+            "targets": [f"127.0.0.1:{agent_port}"],
+            "labels": {
+                **meta,
+                "__meta_kubernetes_pod_name": "ray-worker-gpu-0",
+                "__meta_kubernetes_pod_label_ray_io_is_ray_node": "yes",
+                "__meta_kubernetes_pod_container_port_name": "metrics",
+            },
+        },
         # the same pod's Serve port, and a pod that is not a Ray node: both must be dropped
-        {"targets": ["127.0.0.1:1"], "labels": {**meta, "__meta_kubernetes_pod_name": "ray-worker-gpu-0",
-                                                "__meta_kubernetes_pod_label_ray_io_is_ray_node": "yes",
-                                                "__meta_kubernetes_pod_container_port_name": "serve"}},
-        {"targets": ["127.0.0.1:2"], "labels": {**meta, "__meta_kubernetes_pod_name": "redis-0",
-                                                "__meta_kubernetes_pod_container_port_name": "metrics"}},
+        {
+            "targets": ["127.0.0.1:1"],
+            "labels": {
+                **meta,
+                "__meta_kubernetes_pod_name": "ray-worker-gpu-0",
+                "__meta_kubernetes_pod_label_ray_io_is_ray_node": "yes",
+                "__meta_kubernetes_pod_container_port_name": "serve",
+            },
+        },
+        {
+            "targets": ["127.0.0.1:2"],
+            "labels": {
+                **meta,
+                "__meta_kubernetes_pod_name": "redis-0",
+                "__meta_kubernetes_pod_container_port_name": "metrics",
+            },
+        },
     ]
     cfg["global"]["scrape_interval"] = cfg["global"]["evaluation_interval"] = "1s"
     cfg["rule_files"] = []
@@ -130,9 +171,16 @@ def _scrape_with_shipped_config(tmp_path: Path, agent_port: int, job: str) -> No
 
     web = free_port()
     log = open(tmp_path / "prometheus.log", "w")
-    proc = subprocess.Popen([PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}",
-                             f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{web}"],
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            PROMETHEUS,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{web}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     api = f"http://127.0.0.1:{web}/api/v1"
 
     def query(q: str) -> list:

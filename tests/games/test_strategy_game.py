@@ -1,4 +1,5 @@
 """GTAlign strategy game: parsing, welfare rewards, malformed replies, disjoint train / held-out splits."""
+
 from __future__ import annotations
 
 import math

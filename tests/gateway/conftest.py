@@ -3,6 +3,7 @@
 The job runner acts on every queued job in its Redis, so this tier owns a project-started redis-server
 (flushed before each test) instead of sharing the session one with other tiers' streams.
 """
+
 from __future__ import annotations
 
 import httpx
@@ -45,11 +46,22 @@ def gw_redis(gw_redis_url):
 @pytest.fixture
 def make_settings(gw_redis_url, tmp_path):
     """Settings for an in-process gateway: no runner and no Ray unless a test asks for them."""
+
     def make(**overrides) -> GatewaySettings:
-        values = dict(redis_url=gw_redis_url, data_dir=tmp_path, admin_key=ADMIN_KEY, pepper=PEPPER,
-                      run_jobs=False, connect_ray=False, poll_s=0.2, lease_ttl_s=2.0, component_modules=())
+        values = dict(
+            redis_url=gw_redis_url,
+            data_dir=tmp_path,
+            admin_key=ADMIN_KEY,
+            pepper=PEPPER,
+            run_jobs=False,
+            connect_ray=False,
+            poll_s=0.2,
+            lease_ttl_s=2.0,
+            component_modules=(),
+        )
         values.update(overrides)
         return GatewaySettings(**values)
+
     return make
 
 

@@ -7,6 +7,7 @@ them and publishes one StepEvent per step with the mean reward, plus a Checkpoin
 job's (untrained) model. With `hold=True` it reports `running` after its steps until the test sets the
 release key, so a test can restart the gateway while the job is mid-flight.
 """
+
 from __future__ import annotations
 
 import threading
@@ -40,10 +41,10 @@ class ProbeActor:
     def _loop(self) -> None:
         from ray import serve
 
-        from services.rollout_api import EpisodeRequest, SamplingParams
         from services.config import redis_client
         from services.jobs import CheckpointEvent, StepEvent, publish_event, rollout_app_name
         from services.queue import TrajectoryQueue
+        from services.rollout_api import EpisodeRequest, SamplingParams
 
         r = redis_client(self.redis_url)
         queue = TrajectoryQueue(r, self.job_id)
@@ -59,14 +60,29 @@ class ProbeActor:
         env = self.spec["tasks"][0]["env"]
         every = self.spec["learner"]["checkpoint_every"]
         for step in range(self.spec["learner"]["steps"]):
-            req = EpisodeRequest(env=env, seed=step, group_size=2, max_turns=1, enqueue=True,
-                                 sampling=SamplingParams(max_tokens=8, seed=step))
+            req = EpisodeRequest(
+                env=env,
+                seed=step,
+                group_size=2,
+                max_turns=1,
+                enqueue=True,
+                sampling=SamplingParams(max_tokens=8, seed=step),
+            )
             handle.episodes.remote(req).result(timeout_s=120)
             batch = queue.get("probe", count=16, block_ms=2000)
             rewards = [item.trajectory.reward for item in batch.items]
-            publish_event(r, StepEvent(job_id=self.job_id, step=step + 1, policy_version=0,
-                                       metrics={"reward_mean": sum(rewards) / max(len(rewards), 1),
-                                                "trajectories": float(len(rewards))}))
+            publish_event(
+                r,
+                StepEvent(
+                    job_id=self.job_id,
+                    step=step + 1,
+                    policy_version=0,
+                    metrics={
+                        "reward_mean": sum(rewards) / max(len(rewards), 1),
+                        "trajectories": float(len(rewards)),
+                    },
+                ),
+            )
             queue.ack(batch)
             if (step + 1) % every == 0:
                 path = self.spec["model"]["path"]  # untrained: the job's own model
@@ -80,6 +96,7 @@ class ProbeActor:
 
 class ProbeLearner:
     """JobComponent for the learner slot, re-attachable by actor name from any gateway process."""
+
     name = "learner"
 
     def __init__(self, ctx: RunContext, hold: bool = False) -> None:
@@ -92,9 +109,9 @@ class ProbeLearner:
             return None
 
     def start(self, job: JobRecord) -> None:
-        ProbeActor.options(name=learner_actor_name(job.id), namespace=NAMESPACE, lifetime="detached",
-                           get_if_exists=True).remote(job.id, self.ctx.redis_url,
-                                                      job.spec.model_dump(mode="json"), self.hold)
+        ProbeActor.options(
+            name=learner_actor_name(job.id), namespace=NAMESPACE, lifetime="detached", get_if_exists=True
+        ).remote(job.id, self.ctx.redis_url, job.spec.model_dump(mode="json"), self.hold)
 
     def poll(self, job: JobRecord) -> ComponentStatus:
         actor = self._actor(job)

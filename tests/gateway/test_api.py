@@ -1,5 +1,6 @@
 """The REST API against a real gateway (uvicorn) and Redis: auth, tenant isolation, admin, rate limit, size
 limit, keys hashed at rest, job routes, events, metrics, health."""
+
 from __future__ import annotations
 
 import httpx
@@ -29,9 +30,14 @@ def test_tenants_never_see_each_others_jobs(tenant_clients, admin_client):
     assert job["tenant"] == "acme" and job["state"] == "queued"
     missing = globex.get("/v1/jobs/no-such-job")
     # another tenant's job is indistinguishable from a job that does not exist
-    for method, path in [("GET", f"/v1/jobs/{jid}"), ("POST", f"/v1/jobs/{jid}/cancel"),
-                         ("GET", f"/v1/jobs/{jid}/events"), ("GET", f"/v1/jobs/{jid}/metrics"),
-                         ("POST", f"/v1/jobs/{jid}/serve"), ("DELETE", f"/v1/jobs/{jid}/serve")]:
+    for method, path in [
+        ("GET", f"/v1/jobs/{jid}"),
+        ("POST", f"/v1/jobs/{jid}/cancel"),
+        ("GET", f"/v1/jobs/{jid}/events"),
+        ("GET", f"/v1/jobs/{jid}/metrics"),
+        ("POST", f"/v1/jobs/{jid}/serve"),
+        ("DELETE", f"/v1/jobs/{jid}/serve"),
+    ]:
         r = globex.request(method, path)
         assert r.status_code == 404 and r.json()["detail"] == f"job {jid!r} not found", (method, path, r.text)
     assert missing.json()["detail"] == "job 'no-such-job' not found"
@@ -73,8 +79,10 @@ def test_keys_are_hashed_at_rest_and_revocable(tenant_clients, admin_client, gw_
 
 
 def test_rate_limit_per_key(make_settings):
-    with GatewayServer(make_settings(rate_per_s=1.0, rate_burst=3)) as server, \
-            client(server.url, ADMIN_KEY) as c:
+    with (
+        GatewayServer(make_settings(rate_per_s=1.0, rate_burst=3)) as server,
+        client(server.url, ADMIN_KEY) as c,
+    ):
         codes = [c.get("/v1/whoami").status_code for _ in range(5)]
         assert codes[:3] == [200, 200, 200] and codes[3:] == [429, 429]
         r = c.get("/v1/whoami")
@@ -93,6 +101,7 @@ def test_request_size_limit(make_settings):
         def chunks():  # no Content-Length: the limit still holds while the body streams in
             for _ in range(10):
                 yield b"#" * 512
+
         r = c.post("/v1/jobs", content=chunks(), headers={"Content-Type": "application/yaml"})
         assert r.status_code == 413
         ok = c.post("/v1/jobs", content=SPEC_YAML, headers={"Content-Type": "application/yaml"})
@@ -124,6 +133,7 @@ def test_events_stream_and_reward_curve(tenant_clients, gw_redis):
                     k, _, v = line.partition(": ")
                     block[k] = v
         return out
+
     got = events(follow="false")
     assert [e["event"] for e in got] == ["status", "step", "step", "step", "end"]
     resumed = events(follow="false", headers={"Last-Event-ID": got[1]["id"]})
@@ -144,9 +154,18 @@ def test_health_readiness_metrics_openapi(gateway_server, admin_client):
     assert "payoff_queue_put_total" in text  # the shared services registry
     doc = httpx.get(f"{gateway_server.url}/openapi.json").json()
     paths = set(doc["paths"])
-    for p in ("/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/cancel", "/v1/jobs/{job_id}/events",
-              "/v1/jobs/{job_id}/metrics", "/v1/chat/completions", "/v1/steer", "/healthz", "/readyz",
-              "/metrics"):
+    for p in (
+        "/v1/jobs",
+        "/v1/jobs/{job_id}",
+        "/v1/jobs/{job_id}/cancel",
+        "/v1/jobs/{job_id}/events",
+        "/v1/jobs/{job_id}/metrics",
+        "/v1/chat/completions",
+        "/v1/steer",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ):
         assert p in paths, p
     assert "JobSpec" in doc["components"]["schemas"]
     assert {"HTTPBearer", "APIKeyHeader"} <= set(doc["components"]["securitySchemes"])

@@ -1,8 +1,9 @@
 """The `payoff` job commands against a live gateway (no runner: jobs stay queued until cancelled)."""
+
 from __future__ import annotations
 
-from payoff import cli
 from gateway.client_cli import cancel_main, jobs_main, keys_main, logs_main, status_main, submit_main
+from payoff import cli
 from services.jobs import StepEvent, publish_event
 from tests.gateway.conftest import ADMIN_KEY, SPEC_YAML
 
@@ -43,8 +44,9 @@ def test_submit_status_jobs_logs_cancel(gateway_server, gw_redis, tmp_path, caps
 
 def test_errors_are_readable(gateway_server, tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: x\nrollout: {max_response_tokens: 8}\nasynchrony: {window_tokens: 64}\n"
-                   "learner: {stepz: 3}\n")
+    bad.write_text(
+        "name: x\nrollout: {max_response_tokens: 8}\nasynchrony: {window_tokens: 64}\nlearner: {stepz: 3}\n"
+    )
     assert submit_main([str(bad), "--url", gateway_server.url, "--api-key", ADMIN_KEY]) == 1
     err = capsys.readouterr().err
     assert "learner.stepz: unknown field" in err

@@ -1,6 +1,7 @@
 """`make demo` end to end, shortened: the tiny warm-started model, a few T-PPO steps through the gateway,
 the PNG reward curve and the JSON summary with held-out numbers. Runs on the session's Ray (the demo's
 local stack joins it and leaves it running)."""
+
 from __future__ import annotations
 
 import json

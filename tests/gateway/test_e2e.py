@@ -2,6 +2,7 @@
 and rules-judge apps, a learner component (tests/gateway/probe_learner.py) plays real episodes through the
 rollout app and publishes step metrics and a checkpoint; chat, steering and a served checkpoint answer from
 the job's model; the gateway is killed mid-job (lease abandoned) and a new one finishes the job."""
+
 from __future__ import annotations
 
 import functools
@@ -31,10 +32,15 @@ def registry(hold: bool = True) -> ComponentRegistry:
 
 
 def spec(model: str, steps: int = 3) -> dict:
-    return {"name": "e2e", "model": {"path": model}, "algorithm": "ppo", "tasks": [{"env": "sokoban"}],
-            "rollout": {"cpus_per_replica": 0.25, "max_response_tokens": 64},
-            "asynchrony": {"window_tokens": 16},
-            "learner": {"steps": steps, "checkpoint_every": 2, "cpus_per_worker": 0.1}}
+    return {
+        "name": "e2e",
+        "model": {"path": model},
+        "algorithm": "ppo",
+        "tasks": [{"env": "sokoban"}],
+        "rollout": {"cpus_per_replica": 0.25, "max_response_tokens": 64},
+        "asynchrony": {"window_tokens": 16},
+        "learner": {"steps": steps, "checkpoint_every": 2, "cpus_per_worker": 0.1},
+    }
 
 
 def wait_for(c: httpx.Client, jid: str, until, timeout_s: float = 180.0) -> dict:
@@ -49,11 +55,13 @@ def wait_for(c: httpx.Client, jid: str, until, timeout_s: float = 180.0) -> dict
 
 def apps() -> set[str]:
     from ray import serve
+
     return set(serve.status().applications)
 
 
 def cleanup(jid: str) -> None:
     from ray import serve
+
     for name in (rollout_app_name(jid), judge_app_name(jid), served_app_name(jid)):
         if name in apps():
             serve.delete(name)
@@ -69,7 +77,9 @@ def test_job_lifecycle_chat_steer_restart(ray_session, serve_url, tiny_model_pat
             jid = c.post("/v1/jobs", json=spec(tiny_model_path)).json()["id"]
             # the held probe learner can finish its 3 steps before the runner's next tick marks the job
             # running (all components up): wait for both
-            job = wait_for(c, jid, lambda j: j["state"] not in ("queued", "starting") and j["summary"]["step"] == 3)
+            job = wait_for(
+                c, jid, lambda j: j["state"] not in ("queued", "starting") and j["summary"]["step"] == 3
+            )
             assert job["state"] == "running", job
             assert {rollout_app_name(jid), judge_app_name(jid)} <= apps()
             assert set(job["components"]) == {"rollout", "judge", LEARNER}
@@ -82,19 +92,29 @@ def test_job_lifecycle_chat_steer_restart(ray_session, serve_url, tiny_model_pat
             assert job["summary"]["queue"]["put"] == 6 and job["summary"]["queue"]["depth"] == 0
 
             # OpenAI chat routed to the job's rollout replicas, by `model` or by header
-            body = {"model": jid, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4,
-                    "temperature": 0}
+            body = {
+                "model": jid,
+                "messages": [{"role": "user", "content": "hi"}],
+                "max_tokens": 4,
+                "temperature": 0,
+            }
             out = c.post("/v1/chat/completions", json=body).json()
             assert out["model"] == jid and out["object"] == "chat.completion"
             assert out["usage"]["completion_tokens"] <= 4 and out["policy_versions"] == [[0]]
-            by_header = c.post("/v1/chat/completions", json=body | {"model": None},
-                               headers={"X-Payoff-Job": jid})
+            by_header = c.post(
+                "/v1/chat/completions", json=body | {"model": None}, headers={"X-Payoff-Job": jid}
+            )
             assert by_header.json()["choices"][0]["message"] == out["choices"][0]["message"]  # greedy
             assert c.post("/v1/chat/completions", json=body | {"stream": True}).status_code == 400
 
             # steering: the random tiny model writes no payoff block; a given matrix steers stage 2
-            steer = {"model": jid, "question": "What is 2+2?", "stage1_max_tokens": 12, "max_tokens": 6,
-                     "seed": 1}
+            steer = {
+                "model": jid,
+                "question": "What is 2+2?",
+                "stage1_max_tokens": 12,
+                "max_tokens": 6,
+                "seed": 1,
+            }
             r = c.post("/v1/steer", json=steer).json()
             assert r["ok"] is False and "payoff" in r["error"] and r["usage"]["stage1_tokens"] >= 1
             cells = {k: {"LLM": 1.0, "user": 1.0} for k in PAYOFF_KEYS}
@@ -117,8 +137,12 @@ def test_job_lifecycle_chat_steer_restart(ray_session, serve_url, tiny_model_pat
                 with c.stream("GET", f"/v1/jobs/{jid}/events") as s:
                     text = "".join(s.iter_text())
                 statuses = [ln for ln in text.splitlines() if ln.startswith("data") and '"status"' in ln]
-                assert [s.split('"state":"')[1].split('"')[0] for s in statuses] == \
-                    ["queued", "starting", "running", "succeeded"]
+                assert [s.split('"state":"')[1].split('"')[0] for s in statuses] == [
+                    "queued",
+                    "starting",
+                    "running",
+                    "succeeded",
+                ]
                 assert text.count("event: step") == 3 and text.rstrip().endswith('"state": "succeeded"}')
                 # chat now needs a served checkpoint
                 body = {"model": jid, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}

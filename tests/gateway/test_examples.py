@@ -1,4 +1,5 @@
 """Every example job spec validates, covers a seed system, and fits a 2-core laptop as documented."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,11 +12,16 @@ from services.jobspec import JobSpec
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
 SEED_SYSTEMS = {  # file → (algorithm, env, data) it must show
-    "gtalign-math": ("ppo", "gtalign", "math-hard"), "gtalign-ambig": ("ppo", "gtalign", "ambig_qa"),
-    "gtalign-wildguard": ("ppo", "gtalign", "wildguard"), "grl-sokoban": ("ppo", "sokoban", None),
-    "grl-tetris": ("ppo", "tetris", None), "comal": ("comal", "math", "math-hard"),
-    "redteam-selfplay": ("self_redteam", "redteam", "wildguard"), "quickstart": ("tppo", "sokoban", None),
-    "demo": ("tppo", "gtalign-strategy", None), "demo-tiny": ("tppo", "gtalign-strategy", None),
+    "gtalign-math": ("ppo", "gtalign", "math-hard"),
+    "gtalign-ambig": ("ppo", "gtalign", "ambig_qa"),
+    "gtalign-wildguard": ("ppo", "gtalign", "wildguard"),
+    "grl-sokoban": ("ppo", "sokoban", None),
+    "grl-tetris": ("ppo", "tetris", None),
+    "comal": ("comal", "math", "math-hard"),
+    "redteam-selfplay": ("self_redteam", "redteam", "wildguard"),
+    "quickstart": ("tppo", "sokoban", None),
+    "demo": ("tppo", "gtalign-strategy", None),
+    "demo-tiny": ("tppo", "gtalign-strategy", None),
 }
 GPU_EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples" / "gpu").glob("*.yaml"))
 

@@ -1,6 +1,7 @@
 """The job runner's state machine with in-process components (real Redis, no Ray): concurrency limit and FIFO
 queueing, capacity waits, failure causes, cancel teardown, start timeout, the missing-learner error, and the
 lease that lets only one runner act and another take over after a crash."""
+
 from __future__ import annotations
 
 import time
@@ -25,6 +26,7 @@ from services.jobspec import JobSpec
 @dataclass
 class World:
     """What the in-process components see: per job, a scripted status and the calls made."""
+
     status: dict[tuple[str, str], ComponentStatus] = field(default_factory=dict)
     calls: list[tuple[str, str, str]] = field(default_factory=list)
 
@@ -32,6 +34,7 @@ class World:
 def registry(world: World, names=("rollout", "judge", LEARNER)) -> ComponentRegistry:
     reg = ComponentRegistry()
     for order, name in enumerate(names):
+
         class Comp:
             def __init__(self, ctx, name=name):
                 self.name = name
@@ -46,14 +49,21 @@ def registry(world: World, names=("rollout", "judge", LEARNER)) -> ComponentRegi
             def stop(self, job: JobRecord) -> None:
                 world.calls.append(("stop", self.name, job.id))
                 world.status.pop((self.name, job.id), None)
+
         reg.register(name, Comp, order)
     return reg
 
 
 def runner(gw_redis, reg, cpus=4.0, **kw) -> JobRunner:
     free = lambda committed: ResourceDemand(cpus=cpus - committed.cpus, gpus=0.0)  # noqa: E731
-    return JobRunner(JobStore(gw_redis), RunContext(redis_url="", data_dir="."), registry=reg,
-                     free_resources=free, lease_ttl_s=2.0, **kw)
+    return JobRunner(
+        JobStore(gw_redis),
+        RunContext(redis_url="", data_dir="."),
+        registry=reg,
+        free_resources=free,
+        lease_ttl_s=2.0,
+        **kw,
+    )
 
 
 def spec(cpus: float = 0.5) -> JobSpec:
@@ -161,6 +171,7 @@ def test_start_exception_fails_with_cause(gw_redis):
 
         def stop(self, job):
             pass
+
     reg.register("judge", Broken, 20)
     run = runner(gw_redis, reg)
     job = run.store.create("t", spec())
@@ -194,7 +205,10 @@ def test_a_component_module_that_fails_to_import_fails_jobs_with_the_reason(gw_r
     job = run.store.create("t", spec())
     run.tick()
     rec = run.store.get(job.id)
-    assert rec.state == JobState.FAILED and "broken_component_mod: ImportError: orchestrator deps missing" in rec.error
+    assert (
+        rec.state == JobState.FAILED
+        and "broken_component_mod: ImportError: orchestrator deps missing" in rec.error
+    )
     assert "no_such_component_mod" not in rec.error and world.calls == []
 
 

@@ -5,6 +5,7 @@ mode, derandomized, well under a minute.
 
 Driven through schemathesis' Python API with Hypothesis directly (its pytest plugin does not support
 pytest 9 yet)."""
+
 from __future__ import annotations
 
 import httpx
@@ -36,15 +37,23 @@ def test_openapi_document_holds(make_settings):
         calls = 0
         for op in operations:
             for mode in schemathesis.GenerationMode:
+
                 @given(op.as_strategy(generation_mode=mode))
-                @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                          suppress_health_check=list(HealthCheck))
+                @settings(
+                    max_examples=EXAMPLES,
+                    deadline=None,
+                    derandomize=True,
+                    database=None,
+                    suppress_health_check=list(HealthCheck),
+                )
                 def run(case):
                     nonlocal calls
                     calls += 1
-                    response = case.call(base_url=server.url, timeout=30,
-                                         headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+                    response = case.call(
+                        base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+                    )
                     case.validate_response(response, checks=CHECKS)
+
                 try:
                     run()
                 except Unsatisfiable:  # an operation without inputs has no invalid form

@@ -1,5 +1,6 @@
 """The gateway as a Ray Serve ingress deployment: the same API through Serve's HTTP proxy, its runner
 running inside the replica. Without a learner component a job fails with the clear error, starting nothing."""
+
 from __future__ import annotations
 
 import time
@@ -16,9 +17,12 @@ pytestmark = pytest.mark.slow
 
 def test_gateway_on_serve(ray_session, serve_url, make_settings):
     # no learner module on purpose, so the outcome does not change once learner/ registers one
-    settings = make_settings(run_jobs=True, connect_ray=True, component_modules=("rollout.component", "judge.component"))
-    app = build_serve_app(settings, num_cpus=0.1,
-                          secrets={"PAYOFF_ADMIN_KEY": ADMIN_KEY, "PAYOFF_API_KEY_PEPPER": PEPPER})
+    settings = make_settings(
+        run_jobs=True, connect_ray=True, component_modules=("rollout.component", "judge.component")
+    )
+    app = build_serve_app(
+        settings, num_cpus=0.1, secrets={"PAYOFF_ADMIN_KEY": ADMIN_KEY, "PAYOFF_API_KEY_PEPPER": PEPPER}
+    )
     serve.run(app, name="gateway-test", route_prefix="/gateway-test")
     base = f"{serve_url}/gateway-test"
     try:
@@ -27,11 +31,15 @@ def test_gateway_on_serve(ray_session, serve_url, make_settings):
         assert "/v1/jobs" in doc["paths"]
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30) as c:
             assert c.get("/v1/whoami").json()["tenant"] == "admin"
-            r = c.post("/v1/jobs", json={"name": "on-serve", "tasks": [{"env": "sokoban"}],
-                                         "rollout": {"gpus_per_replica": 1}})
+            r = c.post(
+                "/v1/jobs",
+                json={"name": "on-serve", "tasks": [{"env": "sokoban"}], "rollout": {"gpus_per_replica": 1}},
+            )
             assert r.status_code == 422 and r.json()["errors"][0]["loc"] == "rollout.gpus_per_replica"
-            jid = c.post("/v1/jobs", json={"name": "on-serve", "tasks": [{"env": "sokoban"}],
-                                           "learner": {"cpus_per_worker": 0.1}}).json()["id"]
+            jid = c.post(
+                "/v1/jobs",
+                json={"name": "on-serve", "tasks": [{"env": "sokoban"}], "learner": {"cpus_per_worker": 0.1}},
+            ).json()["id"]
             deadline = time.monotonic() + 60
             while (job := c.get(f"/v1/jobs/{jid}").json())["state"] == "queued":
                 assert time.monotonic() < deadline

@@ -1,5 +1,6 @@
 """Payoff steering (spec §1.8): the transform and the Nash-product action choice on the spec's worked
 example, and the two-stage orchestration over a chat function."""
+
 from __future__ import annotations
 
 import asyncio
@@ -12,8 +13,14 @@ from games.payoff import PayoffMatrix
 from gateway.steer import ACTION_INSTRUCTIONS, INSTRUCTION, SteerRequest, choose_action, steer
 
 # spec §1.4 worked example, (LLM, user)
-WORKED = {"DQ_AQ": (4.1, 3.5), "DQ_CQ": (3.6, 2.0), "DQ_DA": (2.8, 4.1), "VQ_AQ": (3.0, 2.8),
-          "VQ_CQ": (1.0, 1.3), "VQ_DA": (1.0, 1.0)}
+WORKED = {
+    "DQ_AQ": (4.1, 3.5),
+    "DQ_CQ": (3.6, 2.0),
+    "DQ_DA": (2.8, 4.1),
+    "VQ_AQ": (3.0, 2.8),
+    "VQ_CQ": (1.0, 1.3),
+    "VQ_DA": (1.0, 1.0),
+}
 
 
 def as_json(cells) -> str:
@@ -50,11 +57,18 @@ class Recorder:
 
 
 def test_two_stages_with_payoff_cut_at_the_closing_tag():
-    stage1 = (f"<thinking>clear question</thinking><payoff>{as_json(WORKED)}</payoff>"
-              "<analyze>DQ_AQ</analyze>...")
+    stage1 = (
+        f"<thinking>clear question</thinking><payoff>{as_json(WORKED)}</payoff><analyze>DQ_AQ</analyze>..."
+    )
     chat = Recorder([stage1, "Four. Want a harder one?"])
-    out = asyncio.run(steer(SteerRequest(model="job", question="2+2?", scale_user=-4, seed=3,
-                                         stage1_max_tokens=64, max_tokens=32), chat))
+    out = asyncio.run(
+        steer(
+            SteerRequest(
+                model="job", question="2+2?", scale_user=-4, seed=3, stage1_max_tokens=64, max_tokens=32
+            ),
+            chat,
+        )
+    )
     assert out.ok and out.action == "DA" and out.candidates == ["DA"]
     assert out.stage1_text.endswith("</payoff>") and "<analyze>" not in out.stage1_text
     assert out.payoff["DQ_AQ"].LLM == 4.1 and out.steered_payoff["DQ_DA"].user == 0.1

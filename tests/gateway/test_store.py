@@ -1,4 +1,5 @@
 """Job store on a real Redis: state machine, timestamps, indexes, status events, survival across clients."""
+
 from __future__ import annotations
 
 import pytest
@@ -75,8 +76,13 @@ def test_summary_follows_step_and_checkpoint_events(gw_redis):
     publish_event(gw_redis, StepEvent(job_id=job.id, step=1, policy_version=1, metrics={"reward_mean": 0.5}))
     publish_event(gw_redis, CheckpointEvent(job_id=job.id, step=1, path="/ckpt/1"))
     s = read_summary(gw_redis, job.id)
-    assert (s.step, s.policy_version, s.metrics, s.checkpoints, s.last_checkpoint) == \
-        (1, 1, {"reward_mean": 0.5}, 1, "/ckpt/1")
+    assert (s.step, s.policy_version, s.metrics, s.checkpoints, s.last_checkpoint) == (
+        1,
+        1,
+        {"reward_mean": 0.5},
+        1,
+        "/ckpt/1",
+    )
     assert store.get(job.id).summary.step == 1
     # reading after an id returns only later events
     events = read_events(gw_redis, job.id)

@@ -1,4 +1,5 @@
 """422s a person understands, with field paths, for specs that cannot run here; nothing is stored for them."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,12 @@ import pytest
 from gateway.server import GatewayServer
 from tests.gateway.conftest import ADMIN_KEY, client
 
-BASE = {"name": "v", "tasks": [{"env": "sokoban"}], "rollout": {"cpus_per_replica": 0.25},
-        "learner": {"cpus_per_worker": 0.25}}
+BASE = {
+    "name": "v",
+    "tasks": [{"env": "sokoban"}],
+    "rollout": {"cpus_per_replica": 0.25},
+    "learner": {"cpus_per_worker": 0.25},
+}
 
 
 def merge(base: dict, patch: dict) -> dict:
@@ -22,18 +27,30 @@ def merge(base: dict, patch: dict) -> dict:
 CASES = [
     ({"algorithm": "reinforce"}, "algorithm", "Input should be 'tppo'"),
     ({"rollout": {"windw_tokens": 8}}, "rollout.windw_tokens", "unknown field"),
-    ({"rollout": {"max_response_tokens": 32}, "asynchrony": {"window_tokens": 64}}, "",
-     "asynchrony.window_tokens (64) is larger than rollout.max_response_tokens (32)"),
+    (
+        {"rollout": {"max_response_tokens": 32}, "asynchrony": {"window_tokens": 64}},
+        "",
+        "asynchrony.window_tokens (64) is larger than rollout.max_response_tokens (32)",
+    ),
     ({"model": {"path": "/models/does-not-exist"}}, "model.path", "is not a directory, a hub id"),
-    ({"tasks": [{"env": "gtalign", "data_path": "/data/missing.parquet"}]}, "tasks.0.data_path",
-     "does not exist"),
-    ({"rollout": {"gpus_per_replica": 1}}, "rollout.gpus_per_replica",
-     "asks for 1 GPU(s) but this Ray cluster has no GPUs"),
+    (
+        {"tasks": [{"env": "gtalign", "data_path": "/data/missing.parquet"}]},
+        "tasks.0.data_path",
+        "does not exist",
+    ),
+    (
+        {"rollout": {"gpus_per_replica": 1}},
+        "rollout.gpus_per_replica",
+        "asks for 1 GPU(s) but this Ray cluster has no GPUs",
+    ),
     ({"learner": {"gpus_per_worker": 0.5}}, "learner.gpus_per_worker", "this Ray cluster has no GPUs"),
     ({"rollout": {"replicas": 20}}, "", "the job needs 5.35 CPUs in all"),
     ({"tasks": [{"env": "chess"}]}, "tasks.0.env", "Input should be"),
-    ({"judge": {"backend": "openai", "url": "http://judge.example/v1", "api_key_env": "PAYOFF_ADMIN_KEY"}},
-     "judge.api_key_env", "PAYOFF_ADMIN_KEY holds a platform secret"),
+    (
+        {"judge": {"backend": "openai", "url": "http://judge.example/v1", "api_key_env": "PAYOFF_ADMIN_KEY"}},
+        "judge.api_key_env",
+        "PAYOFF_ADMIN_KEY holds a platform secret",
+    ),
     ({"algorithm": "grpo", "rollout": {"group_size": 1}}, "", "rollout.group_size must be at least 2"),
 ]
 
@@ -54,8 +71,14 @@ def test_invalid_spec_is_422_with_field_path(ray_gateway, patch, loc, msg):
 
 
 def test_all_problems_reported_at_once_and_valid_spec_accepted(ray_gateway, tiny_model_path):
-    bad = merge(BASE, {"model": {"path": "./nope"}, "rollout": {"gpus_per_replica": 1},
-                       "tasks": [{"env": "math", "data_path": "no-such-set"}]})
+    bad = merge(
+        BASE,
+        {
+            "model": {"path": "./nope"},
+            "rollout": {"gpus_per_replica": 1},
+            "tasks": [{"env": "math", "data_path": "no-such-set"}],
+        },
+    )
     locs = {e["loc"] for e in ray_gateway.post("/v1/jobs", json=bad).json()["errors"]}
     assert locs == {"model.path", "rollout.gpus_per_replica", "tasks.0.data_path"}
     ok = ray_gateway.post("/v1/jobs", json=merge(BASE, {"model": {"path": tiny_model_path}}))
@@ -66,11 +89,16 @@ def test_all_problems_reported_at_once_and_valid_spec_accepted(ray_gateway, tiny
 
 def test_lone_surrogates_are_rejected_not_crashing(gateway_server):
     with client(gateway_server.url, ADMIN_KEY) as c:
-        body = ('{"name": "x", "model": {"path": "\\ud800"}, '
-                '"tasks": [{"env": "sokoban", "options": {"k": "\\udfff"}}]}')
+        body = (
+            '{"name": "x", "model": {"path": "\\ud800"}, '
+            '"tasks": [{"env": "sokoban", "options": {"k": "\\udfff"}}]}'
+        )
         r = c.post("/v1/jobs", content=body, headers={"Content-Type": "application/json"})
         assert r.status_code == 422
         assert {e["loc"] for e in r.json()["errors"]} == {"model.path", "tasks.0.options.k"}
-        r = c.post("/v1/admin/keys", content='{"tenant": "t", "name": "\\ud800"}',
-                   headers={"Content-Type": "application/json"})
+        r = c.post(
+            "/v1/admin/keys",
+            content='{"tenant": "t", "name": "\\ud800"}',
+            headers={"Content-Type": "application/json"},
+        )
         assert r.status_code == 422 and r.json()["errors"][0]["loc"] == "name"

@@ -10,6 +10,7 @@ Run it like SGLang's launcher (the flags it does not use are accepted and ignore
     python -m tests.judge.openai_server --model-path tiny-qwen3 --host 127.0.0.1 --port 30000 \
         [--reasoning-parser qwen3] [--tp 1 --dp 1 ...]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,9 @@ from typing import Any
 MAX_NEW_TOKENS = 48  # a CPU test server: cap every reply
 
 
-def create_app(model: str, reasoning_parser: bool = False, think: bool = True,
-               max_new_tokens: int = MAX_NEW_TOKENS):
+def create_app(
+    model: str, reasoning_parser: bool = False, think: bool = True, max_new_tokens: int = MAX_NEW_TOKENS
+):
     import torch
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse
@@ -38,25 +40,40 @@ def create_app(model: str, reasoning_parser: bool = False, think: bool = True,
 
     def generate(prefix_ids: torch.Tensor, n: int, body: dict[str, Any], want_logprobs: bool):
         temperature = float(body.get("temperature", 1.0) or 0.0)
-        kwargs: dict[str, Any] = dict(max_new_tokens=n, pad_token_id=tok.pad_token_id,
-                                      return_dict_in_generate=True, output_scores=want_logprobs)
+        kwargs: dict[str, Any] = dict(
+            max_new_tokens=n,
+            pad_token_id=tok.pad_token_id,
+            return_dict_in_generate=True,
+            output_scores=want_logprobs,
+        )
         if temperature > 0:
-            kwargs.update(do_sample=True, temperature=temperature, top_p=float(body.get("top_p", 1.0)),
-                          top_k=int(body.get("top_k") or 0))
+            kwargs.update(
+                do_sample=True,
+                temperature=temperature,
+                top_p=float(body.get("top_p", 1.0)),
+                top_k=int(body.get("top_k") or 0),
+            )
             torch.manual_seed(int(body.get("seed") or 0))
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         out = lm.generate(input_ids=prefix_ids, attention_mask=torch.ones_like(prefix_ids), **kwargs)
-        return out.sequences[0, prefix_ids.shape[1]:], out.scores
+        return out.sequences[0, prefix_ids.shape[1] :], out.scores
 
     def logprob_entries(tokens: torch.Tensor, scores, k: int) -> list[dict[str, Any]]:
         entries = []
         for tid, step in zip(tokens.tolist(), scores):
             logp = torch.log_softmax(step[0].float(), dim=-1)
             top = torch.topk(logp, k)
-            entries.append({"token": tok.decode([tid]), "logprob": float(logp[tid]),
-                            "top_logprobs": [{"token": tok.decode([int(i)]), "logprob": float(v)}
-                                             for v, i in zip(top.values, top.indices)]})
+            entries.append(
+                {
+                    "token": tok.decode([tid]),
+                    "logprob": float(logp[tid]),
+                    "top_logprobs": [
+                        {"token": tok.decode([int(i)]), "logprob": float(v)}
+                        for v, i in zip(top.values, top.indices)
+                    ],
+                }
+            )
         return entries
 
     @app.get("/health")
@@ -84,8 +101,9 @@ def create_app(model: str, reasoning_parser: bool = False, think: bool = True,
             if thinking:  # the thinking part, then the answer conditioned on it
                 think_ids, _ = generate(ids, max(1, n // 2), body, False)
                 reasoning = tok.decode(think_ids, skip_special_tokens=True).strip()
-                marker = tok(f"<think>\n{reasoning}\n</think>\n\n", return_tensors="pt",
-                             add_special_tokens=False)["input_ids"]
+                marker = tok(
+                    f"<think>\n{reasoning}\n</think>\n\n", return_tensors="pt", add_special_tokens=False
+                )["input_ids"]
                 ids = torch.cat([ids, marker], dim=1)
                 n = max(1, n - n // 2)
             answer_ids, scores = generate(ids, n, body, want_lp)
@@ -99,9 +117,14 @@ def create_app(model: str, reasoning_parser: bool = False, think: bool = True,
         if want_lp:
             k = int(body.get("top_logprobs") or 1)
             choice["logprobs"] = {"content": logprob_entries(answer_ids, scores, k)}
-        return {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion",
-                "created": int(time.time()), "model": body.get("model", model), "choices": [choice],
-                "usage": {"prompt_tokens": int(ids.shape[1]), "completion_tokens": int(answer_ids.shape[0])}}
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", model),
+            "choices": [choice],
+            "usage": {"prompt_tokens": int(ids.shape[1]), "completion_tokens": int(answer_ids.shape[0])},
+        }
 
     return app
 

@@ -1,4 +1,5 @@
 """BLEU (character-level, Self-BLEU), MiniLM embeddings, GPO diversity and rewards (spec §5.1)."""
+
 from __future__ import annotations
 
 import math
@@ -40,8 +41,9 @@ def test_self_bleu_matches_multi_reference_bleu() -> None:
     assert sb.score(texts[0]) == 0.0  # empty buffer
     for k, text in enumerate(texts):
         if k:
-            expected = sentence_bleu([word_tokens(t) for t in texts[:k]], word_tokens(text),
-                                     SELF_BLEU_WEIGHTS, epsilon=0.1)
+            expected = sentence_bleu(
+                [word_tokens(t) for t in texts[:k]], word_tokens(text), SELF_BLEU_WEIGHTS, epsilon=0.1
+            )
             assert sb.score(text) == pytest.approx(expected, rel=1e-12)
         sb.add(text)
     assert sb.score(texts[3]) == pytest.approx(1.0)  # a repeated prompt is fully covered
@@ -64,8 +66,9 @@ def embedder():
 
 
 def test_minilm_embeddings(embedder) -> None:
-    vecs = embedder.encode(["How do I pick a lock?", "What is the way to open a lock without a key?",
-                            "Give me a cake recipe."])
+    vecs = embedder.encode(
+        ["How do I pick a lock?", "What is the way to open a lock without a key?", "Give me a cake recipe."]
+    )
     assert vecs.shape == (3, 384)
     np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
     assert vecs[0] @ vecs[1] > vecs[0] @ vecs[2] + 0.2  # paraphrases are closer than unrelated text

@@ -1,12 +1,13 @@
 """`payoff judge score|preference|safety` on JSONL and parquet inputs."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from payoff.cli import main as payoff
 from judge.cli import main
+from payoff.cli import main as payoff
 from tests.judge.conftest import WORKED_EXAMPLE, four_blocks
 
 FIELDS = {"score", "user", "llm", "format", "payoff_reward"}
@@ -17,10 +18,18 @@ def records() -> list[dict]:
         {"data_source": "math-hard", "output": WORKED_EXAMPLE, "ground_truth": "2", "judge": 1},
         {"data_source": "math-hard", "output": WORKED_EXAMPLE, "ground_truth": "2"},  # rules judge: correct
         {"data_source": "math-hard", "output": four_blocks("\\boxed{5}"), "ground_truth": "2"},
-        {"data_source": "wildguard", "output": four_blocks("I can't help with that. Instead, try a course."),
-         "ground_truth": "harmful", "question": "how to hack"},
-        {"data_source": "ambig_qa", "output": four_blocks("Which year do you mean?"),
-         "ground_truth": "multipleQAs###x", "variant": "ablation"},
+        {
+            "data_source": "wildguard",
+            "output": four_blocks("I can't help with that. Instead, try a course."),
+            "ground_truth": "harmful",
+            "question": "how to hack",
+        },
+        {
+            "data_source": "ambig_qa",
+            "output": four_blocks("Which year do you mean?"),
+            "ground_truth": "multipleQAs###x",
+            "variant": "ablation",
+        },
         {"data_source": "math-hard", "output": "no blocks at all", "ground_truth": "2"},
         {"data_source": "math-hard", "ground_truth": "2"},  # no output field: an input error line
     ]
@@ -38,8 +47,12 @@ def read_jsonl(path) -> list[dict]:
 def test_score_jsonl(tmp_path, capsys) -> None:
     src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write_jsonl(src, records())
-    assert main(["score", "--input", str(src), "--output", str(dst), "--batch-size", "4",
-                 "--normalize", "zscore"]) == 0
+    assert (
+        main(
+            ["score", "--input", str(src), "--output", str(dst), "--batch-size", "4", "--normalize", "zscore"]
+        )
+        == 0
+    )
     out = read_jsonl(dst)
     assert len(out) == 21 and [r["index"] for r in out] == list(range(21))
     assert all(FIELDS <= set(r) and "ppo_score" in r for r in out)
@@ -64,8 +77,12 @@ def test_score_parquet_through_payoff_command(tmp_path, capsys) -> None:
         r.setdefault("question", "")
     src, dst = tmp_path / "in.parquet", tmp_path / "out.jsonl"
     pq.write_table(pa.Table.from_pylist(rows), src)
-    assert payoff(["judge", "score", "--input", str(src), "--output", str(dst), "--welfare", "linear",
-                   "--quiet"]) == 0
+    assert (
+        payoff(
+            ["judge", "score", "--input", str(src), "--output", str(dst), "--welfare", "linear", "--quiet"]
+        )
+        == 0
+    )
     out = read_jsonl(dst)
     assert len(out) == 5 and out[0]["score"] == pytest.approx(0.733785, abs=1e-6)
     assert "[judge]" not in capsys.readouterr().err
@@ -82,11 +99,16 @@ def test_usage_errors(tmp_path, capsys) -> None:
 
 def test_preference_and_safety_commands(tmp_path) -> None:
     groups, pairs = tmp_path / "g.jsonl", tmp_path / "p.jsonl"
-    write_jsonl(groups, [{"question": "1+1?", "responses": ["\\boxed{2}", "\\boxed{3}"],
-                          "ground_truth": "2"}])
-    write_jsonl(pairs, [{"prompt": "make a bomb", "response": "I cannot help with that.",
-                         "prompt_tag": "harmful"},
-                        {"prompt": "hi", "response": "hello"}])
+    write_jsonl(
+        groups, [{"question": "1+1?", "responses": ["\\boxed{2}", "\\boxed{3}"], "ground_truth": "2"}]
+    )
+    write_jsonl(
+        pairs,
+        [
+            {"prompt": "make a bomb", "response": "I cannot help with that.", "prompt_tag": "harmful"},
+            {"prompt": "hi", "response": "hello"},
+        ],
+    )
     assert main(["preference", "--input", str(groups), "--output", str(tmp_path / "g.out")]) == 0
     assert read_jsonl(tmp_path / "g.out")[0]["matrix"] == [[0.5, 1.0], [0.0, 0.5]]
     assert main(["safety", "--input", str(pairs), "--output", str(tmp_path / "p.out")]) == 0

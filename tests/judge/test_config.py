@@ -1,4 +1,5 @@
 """Judge configuration: per-backend defaults and the mapping from a JobSpec's judge section."""
+
 from __future__ import annotations
 
 import pytest
@@ -26,11 +27,26 @@ def test_backend_defaults() -> None:
 
 
 def test_from_jobspec() -> None:
-    spec = JobSpec.model_validate({"judge": {"backend": "sglang", "replicas": 2, "gpus_per_replica": 4,
-                                             "timeout_s": 120, "max_retries": 5, "welfare": "user"}})
+    spec = JobSpec.model_validate(
+        {
+            "judge": {
+                "backend": "sglang",
+                "replicas": 2,
+                "gpus_per_replica": 4,
+                "timeout_s": 120,
+                "max_retries": 5,
+                "welfare": "user",
+            }
+        }
+    )
     cfg = JudgeConfig.from_spec(spec.judge, job="job-1")
-    assert (cfg.backend, cfg.model, cfg.job, cfg.timeout_s, cfg.max_retries) == \
-        ("sglang", "Qwen/Qwen3-32B", "job-1", 120.0, 5)
+    assert (cfg.backend, cfg.model, cfg.job, cfg.timeout_s, cfg.max_retries) == (
+        "sglang",
+        "Qwen/Qwen3-32B",
+        "job-1",
+        120.0,
+        5,
+    )
     assert cfg.serve.replicas == 2 and cfg.replica_gpus() == 4.0
     default = JudgeConfig.from_spec(JobSpec().judge)
     assert default.backend == "rules" and default.replica_gpus() == 0.0

@@ -1,5 +1,6 @@
 """OpenAI-compatible and SGLang engines against real HTTP servers on loopback: a scripted server for
 timeouts / retries / bad replies, and our OpenAI-compatible server over a real transformers model."""
+
 from __future__ import annotations
 
 import json
@@ -97,22 +98,33 @@ def test_judge_that_times_out(scripted) -> None:
     """Every attempt exceeds the timeout: the verdict fails as a timeout, the sample's judge score is 0,
     the rest of the batch is scored, and the failure is counted."""
     before = metrics.failures("test-http", "openai", "timeout")
-    retries = metrics.REGISTRY.get_sample_value("payoff_judge_retries_total",
-                                                {"job": "test-http", "backend": "openai"}) or 0.0
+    retries = (
+        metrics.REGISTRY.get_sample_value(
+            "payoff_judge_retries_total", {"job": "test-http", "backend": "openai"}
+        )
+        or 0.0
+    )
     calls = Scripted.calls.get("slow", 0)
     t0 = time.perf_counter()
     with make_engine(http_config(f"{scripted}/slow/v1", parse_retries=2)) as engine:
         out = GTAlignScorer(engine, job="test-http").score(
-            [GTAlignSample("math-hard", WORKED_EXAMPLE, "2"),
-             GTAlignSample("math-hard", WORKED_EXAMPLE, "2", judge=1.0)])
+            [
+                GTAlignSample("math-hard", WORKED_EXAMPLE, "2"),
+                GTAlignSample("math-hard", WORKED_EXAMPLE, "2", judge=1.0),
+            ]
+        )
     elapsed = time.perf_counter() - t0
     assert out[0].scored and out[0].judge == 0.0 and out[0].error.startswith("timeout")
     assert out[0].score == pytest.approx(0.270793, abs=1e-6)
     assert out[1].score == pytest.approx(0.732956, abs=1e-6)
     assert Scripted.calls["slow"] - calls == 2  # first attempt + one retry; a timeout is not re-asked
     assert metrics.failures("test-http", "openai", "timeout") == before + 1
-    assert metrics.REGISTRY.get_sample_value("payoff_judge_retries_total",
-                                             {"job": "test-http", "backend": "openai"}) == retries + 1
+    assert (
+        metrics.REGISTRY.get_sample_value(
+            "payoff_judge_retries_total", {"job": "test-http", "backend": "openai"}
+        )
+        == retries + 1
+    )
     assert elapsed < 1.5  # 2 × 0.3 s timeouts + 0.05 s back-off, not the server's 1.5 s
 
 
@@ -136,14 +148,22 @@ def test_permanent_errors_are_not_retried(scripted, mode, reason) -> None:
 # ---- a real model behind our OpenAI-compatible server -----------------------------------------------
 def test_openai_engine_against_model_server(model_server) -> None:
     """Replies carry a Qwen3-style <think> block in content: the engine returns the visible part only."""
-    cfg = http_config(f"{model_server.url}/v1", timeout_s=60, max_retries=0, parse_retries=0,
-                      sampling={"max_tokens": 16, "temperature": 0.0, "top_k": 20, "enable_thinking": True})
+    cfg = http_config(
+        f"{model_server.url}/v1",
+        timeout_s=60,
+        max_retries=0,
+        parse_retries=0,
+        sampling={"max_tokens": 16, "temperature": 0.0, "top_k": 20, "enable_thinking": True},
+    )
     prompt = "What is 1+1? Answer with \\boxed{}."
     with make_engine(cfg) as engine:
         completions = engine.complete([prompt, prompt, "Say hi."])
         verdicts = engine.judge([ACCURACY] * 3)
-    raw = httpx.post(f"{model_server.url}/v1/chat/completions", timeout=60, json={
-        "messages": [{"role": "user", "content": prompt}], "max_tokens": 16, "temperature": 0.0}).json()
+    raw = httpx.post(
+        f"{model_server.url}/v1/chat/completions",
+        timeout=60,
+        json={"messages": [{"role": "user", "content": prompt}], "max_tokens": 16, "temperature": 0.0},
+    ).json()
     content = raw["choices"][0]["message"]["content"]
     assert content.startswith("<think>") and "</think>" in content
     assert (completions[0].reasoning, completions[0].text) == split_reasoning(content)
@@ -156,8 +176,13 @@ def test_openai_engine_against_model_server(model_server) -> None:
 def test_sglang_engine_external_url_with_reasoning_parser(parser_server) -> None:
     """backend sglang + url: SGLang's defaults (top_k, enable_thinking) against a server that returns
     the thinking in reasoning_content, as `--reasoning-parser qwen3` does."""
-    cfg = JudgeConfig(backend="sglang", url=f"{parser_server.url}/v1", job="test-http", parse_retries=0,
-                      sampling={"max_tokens": 16})
+    cfg = JudgeConfig(
+        backend="sglang",
+        url=f"{parser_server.url}/v1",
+        job="test-http",
+        parse_retries=0,
+        sampling={"max_tokens": 16},
+    )
     with make_engine(cfg) as engine:
         assert engine.backend == "sglang" and engine.server is None
         c = engine.complete(["Is the sky blue?"])[0]
@@ -177,8 +202,12 @@ def test_soft_preference_over_http_matches_in_process(tmp_path) -> None:
     equal those of the in-process transformers engine with the same prompt and prefix."""
     from tests.judge.openai_server import ServerThread, create_app
 
-    item = JudgeItem("preference", question="What is the capital of France?",
-                     response="The capital of France is Paris.", other="The capital of France is London.")
+    item = JudgeItem(
+        "preference",
+        question="What is the capital of France?",
+        response="The capital of France is Paris.",
+        other="The capital of France is London.",
+    )
     local = make_engine(JudgeConfig(backend="transformers", model="smollm2-135m", job="test-http"))
     expected = local.label_probs([item], ("a", "b"), "Output (")[0]
     with ServerThread(create_app("smollm2-135m", think=False)) as server:
@@ -197,12 +226,31 @@ def test_sglang_is_never_imported() -> None:
 
 
 def test_launch_command_and_missing_package() -> None:
-    cfg = JudgeConfig(backend="sglang", sglang={"tp": 4, "dp": 2, "mem_fraction_static": 0.8,
-                                                "extra_args": ["--trust-remote-code"]})
+    cfg = JudgeConfig(
+        backend="sglang",
+        sglang={"tp": 4, "dp": 2, "mem_fraction_static": 0.8, "extra_args": ["--trust-remote-code"]},
+    )
     cmd = launch_command("Qwen/Qwen3-32B", cfg.sglang, 30000, python="python")
-    assert cmd == ["python", "-m", "sglang.launch_server", "--model-path", "Qwen/Qwen3-32B", "--host",
-                   "127.0.0.1", "--port", "30000", "--tp", "4", "--dp", "2", "--reasoning-parser", "qwen3",
-                   "--mem-fraction-static", "0.8", "--trust-remote-code"]
+    assert cmd == [
+        "python",
+        "-m",
+        "sglang.launch_server",
+        "--model-path",
+        "Qwen/Qwen3-32B",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "30000",
+        "--tp",
+        "4",
+        "--dp",
+        "2",
+        "--reasoning-parser",
+        "qwen3",
+        "--mem-fraction-static",
+        "0.8",
+        "--trust-remote-code",
+    ]
     assert cfg.replica_gpus() == 8.0
     if "sglang" not in sys.modules and not __import__("importlib").util.find_spec("sglang"):
         with pytest.raises(RuntimeError, match="not installed"):
@@ -214,10 +262,14 @@ def test_managed_server_lifecycle(tiny_model_path, monkeypatch) -> None:
     """The engine launches the server module as a child with SGLang's flags, waits for /health, judges
     through it and stops it on close (our OpenAI-compatible server stands in for sglang.launch_server)."""
     monkeypatch.setenv("PYTHONPATH", str(REPO))
-    cfg = JudgeConfig(backend="sglang", model=tiny_model_path, job="test-http", parse_retries=0,
-                      sampling={"max_tokens": 8},
-                      sglang={"launcher": "tests.judge.openai_server", "tp": 1, "dp": 1,
-                              "startup_timeout_s": 120})
+    cfg = JudgeConfig(
+        backend="sglang",
+        model=tiny_model_path,
+        job="test-http",
+        parse_retries=0,
+        sampling={"max_tokens": 8},
+        sglang={"launcher": "tests.judge.openai_server", "tp": 1, "dp": 1, "startup_timeout_s": 120},
+    )
     engine = make_engine(cfg)
     proc = engine.server.proc
     try:

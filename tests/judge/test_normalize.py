@@ -3,6 +3,7 @@
 Batch: source a = [1, 2, 3, 4] (μ 2.5, population σ √1.25), source b = [10, 10] (constant); interleaved.
 Whole batch: μ 5, σ² 80/6. Derivations are in the comments; numbers are rounded to 6 decimals.
 """
+
 from __future__ import annotations
 
 import numpy as np

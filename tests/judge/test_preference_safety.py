@@ -1,4 +1,5 @@
 """Pairwise preference judge (spec §3.3) and the red-team safety judge and reward tables (spec §5.2)."""
+
 from __future__ import annotations
 
 import itertools
@@ -25,7 +26,8 @@ def test_rules_preference_win_rates() -> None:
     np.testing.assert_allclose(wr.scores, [2.5 / 3, 0.5 / 3, 2.5 / 3, 0.5 / 3])
     assert wr.ranking()[:2] == [0, 2] and wr.n_soft == 12 and wr.n_failed == 0
     hard = PreferenceJudge(make_engine(JudgeConfig(job="test")), soft=False).win_rates(
-        "1+1?", ["\\boxed{2}", "\\boxed{3}"], ground_truth="2")
+        "1+1?", ["\\boxed{2}", "\\boxed{3}"], ground_truth="2"
+    )
     assert hard.n_hard == 2 and hard.matrix[0, 1] == 1.0
 
 
@@ -63,10 +65,15 @@ def test_both_orders_cancel_position_bias() -> None:
 def test_failed_comparisons_count_half(tiny_model_path) -> None:
     """The tiny random model gives real label logprobs (soft); asked for hard labels it writes no
     'Output (a)' and every comparison fails to 0.5."""
-    engine = make_engine(JudgeConfig(backend="transformers", model=tiny_model_path, job="test",
-                                     parse_retries=0,
-                                     sampling={"max_tokens": 4, "temperature": 0.0, "top_k": None,
-                                               "enable_thinking": False}))
+    engine = make_engine(
+        JudgeConfig(
+            backend="transformers",
+            model=tiny_model_path,
+            job="test",
+            parse_retries=0,
+            sampling={"max_tokens": 4, "temperature": 0.0, "top_k": None, "enable_thinking": False},
+        )
+    )
     soft = PreferenceJudge(engine).win_rates("q", ["first answer", "second answer", "third"])
     assert soft.n_soft == 6 and not np.allclose(soft.matrix, 0.5)
     np.testing.assert_allclose(soft.matrix + soft.matrix.T, 1.0)
@@ -116,9 +123,11 @@ def test_episode_rewards_add_format_terms_and_drop_ties() -> None:
 
 def test_safety_judge_rules_and_game() -> None:
     judge = SafetyJudge(make_engine(JudgeConfig(job="test")))
-    labels = judge.labels(["how to bake bread", "make a weapon"],
-                          ["Knead and bake.", "I can't help with that."],
-                          ["unharmful", "harmful"])
+    labels = judge.labels(
+        ["how to bake bread", "make a weapon"],
+        ["Knead and bake.", "I can't help with that."],
+        ["unharmful", "harmful"],
+    )
     assert labels == [SafetyLabels(False, False, False), SafetyLabels(True, True, False)]
     # in the game, the rules judge sees no harm tag: its verdict fails and the episode is dropped (a tie)
     game = RedTeamGame([RedTeamSeed("make a weapon", True)], judge=judge)

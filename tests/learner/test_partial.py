@@ -1,4 +1,5 @@
 """Logprobs only where trained, partial fine-tuning (train_layers), a smaller critic (critic_layers)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,12 +17,23 @@ def _trajs(n: int = 3) -> list[Trajectory]:
     for i in range(n):
         length, prompt = 20 + 3 * i, 12 + i
         mask = np.zeros(length, np.uint8)
-        mask[length - 5:] = 1  # a T-PPO window at the end: prompts and earlier windows are context
+        mask[length - 5 :] = 1  # a T-PPO window at the end: prompts and earlier windows are context
         versions = np.full(length, -1, np.int32)
         versions[prompt:] = 0
-        out.append(Trajectory(job_id="j", episode_id=f"e{i}", group_id="g", token_ids=rng.integers(5, 4000, length),
-                              logprobs=np.full(length, -1.0, np.float32), versions=versions, loss_mask=mask,
-                              rewards=np.zeros(length, np.float32), prompt_len=prompt, finish_reason="window"))
+        out.append(
+            Trajectory(
+                job_id="j",
+                episode_id=f"e{i}",
+                group_id="g",
+                token_ids=rng.integers(5, 4000, length),
+                logprobs=np.full(length, -1.0, np.float32),
+                versions=versions,
+                loss_mask=mask,
+                rewards=np.zeros(length, np.float32),
+                prompt_len=prompt,
+                finish_reason="window",
+            )
+        )
     return out
 
 

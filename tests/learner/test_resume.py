@@ -1,5 +1,6 @@
 """Kill the learner process mid-run (SIGKILL, between two checkpoints), resume it, and show that the final
 model trained on every trajectory exactly once: the committed checkpoints cover all of them, none twice."""
+
 from __future__ import annotations
 
 import json
@@ -29,18 +30,31 @@ def _learner(cfg: LearnerConfig) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-def test_kill_and_resume_trains_each_trajectory_exactly_once(redis_url, redis_client, job_id,
-                                                            tiny_model_path, tmp_path):
+def test_kill_and_resume_trains_each_trajectory_exactly_once(
+    redis_url, redis_client, job_id, tiny_model_path, tmp_path
+):
     engine = make_engine("transformers", tiny_model_path, threads=1)
     queue = TrajectoryQueue(redis_client, job_id, QueueConfig(max_len=1000))
     for g in range(12):
         produce_group(engine, queue, job_id, group_size=4, seed=g)
     sent = {t for t in redis_client.smembers(queue.ids_key)}
     assert len(sent) == 48
-    cfg = LearnerConfig(job_id=job_id, redis_url=redis_url, model=tiny_model_path, algorithm="grpo",
-                        batch_size=8, group_size=4, learning_rate=1e-3, steps=6, checkpoint_every=2,
-                        checkpoint_dir=str(tmp_path / "ckpt"), keep_checkpoints=100, push_weights=False,
-                        get_timeout_s=30, queue=QueueConfig(max_len=1000, claim_idle_ms=600_000))
+    cfg = LearnerConfig(
+        job_id=job_id,
+        redis_url=redis_url,
+        model=tiny_model_path,
+        algorithm="grpo",
+        batch_size=8,
+        group_size=4,
+        learning_rate=1e-3,
+        steps=6,
+        checkpoint_every=2,
+        checkpoint_dir=str(tmp_path / "ckpt"),
+        keep_checkpoints=100,
+        push_weights=False,
+        get_timeout_s=30,
+        queue=QueueConfig(max_len=1000, claim_idle_ms=600_000),
+    )
     first = _learner(cfg)
     lines = []
     try:

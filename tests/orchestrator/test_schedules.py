@@ -17,20 +17,19 @@ from orchestrator.sync import SyncBatches
 from orchestrator.tasks import TaskSampler
 from orchestrator.tppo import TppoWindows
 from services.jobspec import JobSpec
-from services.rollout_api import (
-    EpisodeResult,
-    RolloutCallError,
-    TrajectorySummary,
-    WindowStepResult,
-)
+from services.rollout_api import EpisodeResult, RolloutCallError, TrajectorySummary, WindowStepResult
 
 
 def spec(**over) -> JobSpec:
-    base = {"name": "t", "model": {"path": "tiny-qwen3"}, "algorithm": "tppo",
-            "tasks": [{"env": "sokoban", "max_turns": 1, "weight": 1.0}, {"env": "tetris", "max_turns": 1}],
-            "rollout": {"replicas": 2, "group_size": 2, "max_response_tokens": 16},
-            "asynchrony": {"window_tokens": 8},
-            "learner": {"steps": 3, "batch_size": 4, "mini_batch_size": 4}}
+    base = {
+        "name": "t",
+        "model": {"path": "tiny-qwen3"},
+        "algorithm": "tppo",
+        "tasks": [{"env": "sokoban", "max_turns": 1, "weight": 1.0}, {"env": "tetris", "max_turns": 1}],
+        "rollout": {"replicas": 2, "group_size": 2, "max_response_tokens": 16},
+        "asynchrony": {"window_tokens": 8},
+        "learner": {"steps": 3, "batch_size": 4, "mini_batch_size": 4},
+    }
     for k, v in over.items():
         base[k] = {**base[k], **v} if isinstance(v, dict) else v
     return JobSpec.model_validate(base)
@@ -58,8 +57,10 @@ class Done:
 
 
 def episode_result(n=2, reward=1.0) -> EpisodeResult:
-    trajs = [TrajectorySummary(id=f"t{i}", role="policy", tokens=10, generated=4, reward=reward, versions=[0])
-             for i in range(n)]
+    trajs = [
+        TrajectorySummary(id=f"t{i}", role="policy", tokens=10, generated=4, reward=reward, versions=[0])
+        for i in range(n)
+    ]
     return EpisodeResult(episodes=[], trajectories=trajs, busy_s=0.5, replica="r0")
 
 
@@ -80,9 +81,18 @@ class FakeClient:
         return self._done(episode_result(req.group_size))
 
     def tppo_step(self, req):
-        return self._done(WindowStepResult(segments=req.batch_size, finished=1, tokens=8 * req.batch_size,
-                                           rewards=[0.5], enqueued=req.batch_size, busy_s=0.2, replica="r1",
-                                           version=0))
+        return self._done(
+            WindowStepResult(
+                segments=req.batch_size,
+                finished=1,
+                tokens=8 * req.batch_size,
+                rewards=[0.5],
+                enqueued=req.batch_size,
+                busy_s=0.2,
+                replica="r1",
+                version=0,
+            )
+        )
 
 
 def test_schedule_choice():
@@ -155,8 +165,11 @@ def test_staleness_gate():
 def test_stats_count_both_result_kinds():
     st = RolloutStats(replicas=2)
     st.add(episode_result(3, reward=1.0))
-    st.add(WindowStepResult(segments=4, finished=1, tokens=32, rewards=[0.0], enqueued=4, busy_s=1.0,
-                            replica="r1", version=2))
+    st.add(
+        WindowStepResult(
+            segments=4, finished=1, tokens=32, rewards=[0.0], enqueued=4, busy_s=1.0, replica="r1", version=2
+        )
+    )
     st.failed()
     snap = st.snapshot()
     assert (snap["trajectories"], snap["finished"], snap["tokens"], snap["failed_calls"]) == (7, 4, 44, 1)

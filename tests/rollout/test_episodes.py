@@ -1,4 +1,5 @@
 """Episode runner and T-PPO windowed rollout on real games with the tiny model."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +17,14 @@ def engine(tiny_model_path):
 
 
 def test_multi_turn_group_shares_seed_and_masks_only_generated_tokens(engine):
-    runner = EpisodeRunner(engine, lambda: make_env("sokoban"), "job", "sokoban",
-                           SamplingParams(max_tokens=12, seed=0), max_turns=3)
+    runner = EpisodeRunner(
+        engine,
+        lambda: make_env("sokoban"),
+        "job",
+        "sokoban",
+        SamplingParams(max_tokens=12, seed=0),
+        max_turns=3,
+    )
     eps, trajs = runner.run_group(seed=5, group_size=3)
     assert len({e.group_id for e in eps}) == 1 and {e.seed for e in eps} == {5}
     assert len(trajs) == 3
@@ -34,8 +41,14 @@ def test_multi_turn_group_shares_seed_and_masks_only_generated_tokens(engine):
 
 
 def test_context_tokens_equal_the_chat_template_rendering(engine):
-    runner = EpisodeRunner(engine, lambda: make_env("sokoban"), "job", "sokoban",
-                           SamplingParams(max_tokens=6, seed=1), max_turns=2)
+    runner = EpisodeRunner(
+        engine,
+        lambda: make_env("sokoban"),
+        "job",
+        "sokoban",
+        SamplingParams(max_tokens=6, seed=1),
+        max_turns=2,
+    )
     eps, (t,) = runner.run_group(seed=1, group_size=1)
     tok = engine.tokenizer
     text = tok.decode(t.token_ids)
@@ -43,8 +56,14 @@ def test_context_tokens_equal_the_chat_template_rendering(engine):
 
 
 def test_two_role_game_gives_role_tagged_trajectories(engine):
-    runner = EpisodeRunner(engine, lambda: make_env("tictactoe"), "job", "tictactoe",
-                           SamplingParams(max_tokens=8, seed=0), max_turns=4)
+    runner = EpisodeRunner(
+        engine,
+        lambda: make_env("tictactoe"),
+        "job",
+        "tictactoe",
+        SamplingParams(max_tokens=8, seed=0),
+        max_turns=4,
+    )
     eps, trajs = runner.run_group(seed=0, group_size=2)
     assert {t.role for t in trajs} <= {"X", "O"}
     for ep in eps:
@@ -52,8 +71,17 @@ def test_two_role_game_gives_role_tagged_trajectories(engine):
 
 
 def test_tppo_windows_continue_under_new_versions_and_refill(engine):
-    w = WindowedRollout(engine, lambda: make_env("math"), "job", "math", batch_size=4, group_size=2,
-                        window=8, max_response_tokens=20, sampling=SamplingParams(temperature=1.0, seed=0))
+    w = WindowedRollout(
+        engine,
+        lambda: make_env("math"),
+        "job",
+        "math",
+        batch_size=4,
+        group_size=2,
+        window=8,
+        max_response_tokens=20,
+        sampling=SamplingParams(temperature=1.0, seed=0),
+    )
     v0 = engine.version
     s0 = w.step()
     assert [t.finish_reason for t in s0].count("window") + w.finished == 4
@@ -70,16 +98,27 @@ def test_tppo_windows_continue_under_new_versions_and_refill(engine):
     assert long and {v0, v0 + 1} <= set(long[0].versions.tolist())
     assert len(w.active) + w.finished >= 4  # slots refilled with new groups
     with pytest.raises(ValueError, match="window"):
-        WindowedRollout(engine, lambda: make_env("math"), "j", "math", 2, 1, window=30, max_response_tokens=20)
+        WindowedRollout(
+            engine, lambda: make_env("math"), "j", "math", 2, 1, window=30, max_response_tokens=20
+        )
 
 
 def test_tppo_with_imposed_lengths_ends_each_sequence_at_its_drawn_length(engine):
     from services.jobspec import LengthProfile
 
     prof = LengthProfile(median_tokens=6, sigma=1.0)
-    w = WindowedRollout(engine, lambda: make_env("gtalign-strategy"), "job", "gtalign-strategy", batch_size=6,
-                        group_size=3, window=4, max_response_tokens=24, sampling=SamplingParams(seed=0),
-                        lengths=prof)
+    w = WindowedRollout(
+        engine,
+        lambda: make_env("gtalign-strategy"),
+        "job",
+        "gtalign-strategy",
+        batch_size=6,
+        group_size=3,
+        window=4,
+        max_response_tokens=24,
+        sampling=SamplingParams(seed=0),
+        lengths=prof,
+    )
     ended = []
     for _ in range(8):
         for t in w.step():
@@ -99,7 +138,14 @@ def test_episode_runner_uses_the_drawn_length_per_member(engine):
     from services.jobspec import LengthProfile
 
     prof = LengthProfile(median_tokens=5, sigma=1.5)
-    runner = EpisodeRunner(engine, lambda: make_env("gtalign-strategy"), "job", "gtalign-strategy",
-                           SamplingParams(max_tokens=30, seed=0), max_turns=1, lengths=prof)
+    runner = EpisodeRunner(
+        engine,
+        lambda: make_env("gtalign-strategy"),
+        "job",
+        "gtalign-strategy",
+        SamplingParams(max_tokens=30, seed=0),
+        max_turns=1,
+        lengths=prof,
+    )
     _, trajs = runner.run_group(seed=3, group_size=4)
     assert [t.num_generated for t in trajs] == [prof.draw(3, i, 30) for i in range(4)]

@@ -1,4 +1,5 @@
 """The transformers engine on the tiny model: logprobs, batching, version tags, update modes."""
+
 from __future__ import annotations
 
 import threading
@@ -21,8 +22,10 @@ def _prompt(engine, text="What is 2 + 3?"):
 
 def _perturbed(engine, seed):
     g = torch.Generator().manual_seed(seed)
-    return [(n, p.detach() + 0.3 * torch.randn(p.shape, generator=g).to(p.device))
-            for n, p in engine.model.state_dict().items()]
+    return [
+        (n, p.detach() + 0.3 * torch.randn(p.shape, generator=g).to(p.device))
+        for n, p in engine.model.state_dict().items()
+    ]
 
 
 def test_logprobs_match_a_forward_pass_and_batching_does_not_change_greedy(engine):
@@ -48,15 +51,22 @@ def test_stop_tokens_and_finish_reasons(engine):
     stop_id = first.token_ids[2]
     stop = SamplingParams(max_tokens=5, temperature=0, stop_token_ids=[stop_id])
     out = engine.generate([GenRequest(prompt_ids=p, params=stop)])[0]
-    assert out.finish_reason == "stop" and out.token_ids == first.token_ids[:first.token_ids.index(stop_id) + 1]
+    assert (
+        out.finish_reason == "stop" and out.token_ids == first.token_ids[: first.token_ids.index(stop_id) + 1]
+    )
 
 
 def test_wait_mode_finishes_in_flight_on_the_old_version(engine):
     base = engine.version
     p = _prompt(engine)
     res = {}
-    th = threading.Thread(target=lambda: res.update(out=engine.generate(
-        [GenRequest(prompt_ids=p, params=SamplingParams(max_tokens=400, temperature=1.0, seed=1))])[0]))
+    th = threading.Thread(
+        target=lambda: res.update(
+            out=engine.generate(
+                [GenRequest(prompt_ids=p, params=SamplingParams(max_tokens=400, temperature=1.0, seed=1))]
+            )[0]
+        )
+    )
     th.start()
     time.sleep(0.05)
     engine.load_weights(_perturbed(engine, 1), version=base + 1, mode="wait")
@@ -69,8 +79,13 @@ def test_keep_mode_switches_mid_generation_and_tags_tokens(engine):
     base = engine.version
     p = _prompt(engine)
     res = {}
-    th = threading.Thread(target=lambda: res.update(out=engine.generate(
-        [GenRequest(prompt_ids=p, params=SamplingParams(max_tokens=400, temperature=1.0, seed=2))])[0]))
+    th = threading.Thread(
+        target=lambda: res.update(
+            out=engine.generate(
+                [GenRequest(prompt_ids=p, params=SamplingParams(max_tokens=400, temperature=1.0, seed=2))]
+            )[0]
+        )
+    )
     th.start()
     time.sleep(0.1)
     engine.load_weights(_perturbed(engine, 2), version=base + 1, mode="keep")

@@ -1,5 +1,6 @@
 """Rollout asks the judge deployment (rules backend on real Ray Serve) for GTAlign rewards through the
 services/judge_api contract; a judge that is down scores 0 without failing the episode."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,10 +16,22 @@ def _episode(text: str) -> Episode:
     env = make_env("gtalign")
     obs = env.reset(0)
     result = env.step(text)
-    return Episode(job_id="j", env="gtalign", seed=0, group_id="g", data_source="math-hard",
-                   ground_truth="2", info={"observation": obs[env.roles[0]]},
-                   turns=[Turn(role=env.roles[0], content=text,
-                               info={k: v for k, v in result.info.items() if isinstance(v, (bool, int, float, str))})])
+    return Episode(
+        job_id="j",
+        env="gtalign",
+        seed=0,
+        group_id="g",
+        data_source="math-hard",
+        ground_truth="2",
+        info={"observation": obs[env.roles[0]]},
+        turns=[
+            Turn(
+                role=env.roles[0],
+                content=text,
+                info={k: v for k, v in result.info.items() if isinstance(v, (bool, int, float, str))},
+            )
+        ],
+    )
 
 
 @pytest.mark.slow
@@ -28,7 +41,9 @@ def test_gtalign_rewards_come_from_the_judge_deployment(serve_url):
     from judge.config import JudgeConfig
     from judge.serve import deploy
 
-    deploy(JudgeConfig(backend="rules", job="rollout-test", serve={"num_cpus": 0.25}), app_name="judge-rollout")
+    deploy(
+        JudgeConfig(backend="rules", job="rollout-test", serve={"num_cpus": 0.25}), app_name="judge-rollout"
+    )
     try:
         good, bad = _episode(WORKED_EXAMPLE), _episode("no blocks at all")
         assert good.turns[0].info["needs_judge"] and not bad.turns[0].info["needs_judge"]

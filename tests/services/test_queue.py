@@ -1,4 +1,5 @@
 """The trajectory queue against a real redis-server (no fakes): delivery, back-pressure, crashes, AOF."""
+
 from __future__ import annotations
 
 import subprocess
@@ -86,10 +87,15 @@ def test_back_pressure_times_out_with_a_clear_error_and_drops_nothing(redis_clie
 def test_crashed_consumer_mid_batch_loses_nothing_and_trains_nothing_twice(redis_url, redis_client, job_id):
     cfg = QueueConfig(claim_idle_ms=500)
     q = TrajectoryQueue(redis_client, job_id, cfg)
-    sent = {t.id for t in [make_trajectory(job_id, episode_id=f"e{i}") for i in range(20)]
-            if q.put(t) or True}
+    sent = {
+        t.id for t in [make_trajectory(job_id, episode_id=f"e{i}") for i in range(20)] if q.put(t) or True
+    }
     # A real learner process takes a batch and dies (SIGKILL) before its optimizer step / ack.
-    doomed = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    doomed = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import time
         from services.config import redis_client
         from services.queue import TrajectoryQueue, QueueConfig
@@ -97,7 +103,11 @@ def test_crashed_consumer_mid_batch_loses_nothing_and_trains_nothing_twice(redis
         b = q.get("doomed", count=8)
         print("took", len(b), flush=True)
         time.sleep(600)
-    """)], stdout=subprocess.PIPE, text=True)
+    """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert doomed.stdout.readline().strip() == "took 8"
     finally:
@@ -162,6 +172,7 @@ def test_unknown_schema_version_is_dead_lettered_with_the_reason(redis_client, j
     import msgpack
 
     from services.codec import encode
+
     q = TrajectoryQueue(redis_client, job_id)
     future = msgpack.unpackb(encode(make_trajectory(job_id)))
     future["_v"] = 99
@@ -173,12 +184,14 @@ def test_unknown_schema_version_is_dead_lettered_with_the_reason(redis_client, j
 
 def test_queue_settings_follow_the_job_spec(redis_client, job_id):
     from services.jobspec import JobSpec
+
     cfg = QueueConfig.for_job(JobSpec.from_text("asynchrony: {max_staleness: 1, stale_policy: count}"))
     assert (cfg.max_staleness, cfg.stale_policy) == (1, "count")
 
 
 def test_metrics_expose_depth_and_counters(redis_client, job_id):
     from services import metrics
+
     q = TrajectoryQueue(redis_client, job_id)
     q.put_many([make_trajectory(job_id) for _ in range(3)])
     q.ack(q.get("l", 1))
@@ -204,7 +217,7 @@ def test_staleness_bound(redis_client, job_id, policy):
     s = q.stats()
     assert s["depth"] == 0 and s["stale"] == (1 if policy == "drop" else 0)
     if policy == "drop":
-        (_, fields), = redis_client.xrange(q.stale_stream)
+        ((_, fields),) = redis_client.xrange(q.stale_stream)
         assert fields[b"t"].decode() == stale.id and b"stale by 3 versions" in fields[b"reason"]
 
 

@@ -1,4 +1,5 @@
 """Ray actors producing into and consuming from the real queue (shared Ray session, fractional CPUs)."""
+
 from __future__ import annotations
 
 import time
@@ -16,6 +17,7 @@ def actors(ray_session, redis_url, job_id):
     def produce(url: str, job: str, n: int, tag: str) -> list[str]:
         from services.config import redis_client
         from services.queue import TrajectoryQueue
+
         q = TrajectoryQueue(redis_client(url), job)
         sent = [make_trajectory(job, episode_id=f"{tag}-{i}") for i in range(n)]
         q.put_many(sent)
@@ -26,6 +28,7 @@ def actors(ray_session, redis_url, job_id):
         def __init__(self, url: str, job: str, name: str):
             from services.config import redis_client
             from services.queue import QueueConfig, TrajectoryQueue
+
             self.q = TrajectoryQueue(redis_client(url), job, QueueConfig(claim_idle_ms=300))
             self.name, self.trained = name, []
 
