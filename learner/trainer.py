@@ -5,6 +5,7 @@ when the queue is full), compute the algorithm's loss, step the optimizer(s), bu
 push weights every K steps (rank 0), checkpoint every N steps and only then ack the entries trained since
 the previous checkpoint (exactly-once across crashes, see learner/checkpoint.py).
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,7 +24,7 @@ from services.config import redis_client
 from services.jobspec import Algorithm, Hyper, JobSpec
 from services.queue import Batch, Item, QueueConfig, TrajectoryQueue
 from services.schemas import Trajectory
-from services.weight_sync import WeightSender, WeightSyncConfig
+from services.weights import WeightSender, WeightSyncConfig
 
 log = logging.getLogger(__name__)
 
@@ -58,20 +59,36 @@ class LearnerConfig(BaseModel):
         ln = spec.learner
         # critic algorithms need no whole groups (and T-PPO segments of one group finish at different steps)
         group = 1 if algorithms.needs_critic(spec.algorithm) else spec.rollout.group_size
-        return cls(job_id=job_id, redis_url=redis_url, model=spec.model.path, algorithm=spec.algorithm,
-                   hyper=spec.hyper, batch_size=ln.batch_size, group_size=group,
-                   learning_rate=ln.learning_rate, critic_learning_rate=ln.critic_learning_rate,
-                   steps=ln.steps, push_every=ln.push_weights_every, checkpoint_every=ln.checkpoint_every,
-                   checkpoint_dir=checkpoint_dir, queue=QueueConfig.for_job(spec), seed=spec.seed,
-                   ref_reset_every=6 if spec.algorithm == "comal" else 0, train_layers=ln.train_layers,
-                   critic_layers=ln.critic_layers, **kw)
+        return cls(
+            job_id=job_id,
+            redis_url=redis_url,
+            model=spec.model.path,
+            algorithm=spec.algorithm,
+            hyper=spec.hyper,
+            batch_size=ln.batch_size,
+            group_size=group,
+            learning_rate=ln.learning_rate,
+            critic_learning_rate=ln.critic_learning_rate,
+            steps=ln.steps,
+            push_every=ln.push_weights_every,
+            checkpoint_every=ln.checkpoint_every,
+            checkpoint_dir=checkpoint_dir,
+            queue=QueueConfig.for_job(spec),
+            seed=spec.seed,
+            ref_reset_every=6 if spec.algorithm == "comal" else 0,
+            train_layers=ln.train_layers,
+            critic_layers=ln.critic_layers,
+            **kw,
+        )
 
 
 def _reward_by_source(trajs: list[Trajectory]) -> dict[str, tuple[float, float]]:
     by: dict[str, list[float]] = {}
     for t in (t for t in trajs if t.finished):  # an unfinished T-PPO segment has no reward yet
         by.setdefault(t.data_source or t.env or "unknown", []).append(t.reward)
-    return {k: (float(torch.tensor(v).mean()), float(torch.tensor(v).std(unbiased=False))) for k, v in by.items()}
+    return {
+        k: (float(torch.tensor(v).mean()), float(torch.tensor(v).std(unbiased=False))) for k, v in by.items()
+    }
 
 
 def _trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -83,8 +100,14 @@ class LearnerError(RuntimeError):
 
 
 class Learner:
-    def __init__(self, cfg: LearnerConfig, rank: int = 0, world_size: int = 1,
-                 wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None, device: str = "cpu"):
+    def __init__(
+        self,
+        cfg: LearnerConfig,
+        rank: int = 0,
+        world_size: int = 1,
+        wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+        device: str = "cpu",
+    ):
         from services.models import load_model
 
         torch.manual_seed(cfg.seed + rank)
@@ -100,6 +123,7 @@ class Learner:
         if algorithms.needs_critic(cfg.algorithm):
             from learner.critic import Critic
             from services.models import resolve_model
+
             critic = Critic(resolve_model(cfg.model), layers=cfg.critic_layers).to(self.device)
             if cfg.train_layers:
                 freeze_below(critic, min(cfg.train_layers, len(critic.backbone.layers)))
@@ -112,8 +136,8 @@ class Learner:
         self.consumer = f"learner-{rank}"
         self.sender = WeightSender(self.client, cfg.job_id, cfg.weight_sync) if rank == 0 else None
         self.step_no, self.version = 0, 0
-        self.held: list[Item] = []          # delivered, not yet in a complete group
-        self.uncommitted: list[Item] = []   # trained, waiting for the next checkpoint to be acked
+        self.held: list[Item] = []  # delivered, not yet in a complete group
+        self.uncommitted: list[Item] = []  # trained, waiting for the next checkpoint to be acked
         self.history: list[dict] = []
         self.ckpt_root = Path(cfg.checkpoint_dir)
 
@@ -123,17 +147,25 @@ class Learner:
         last = checkpoint.latest(self.ckpt_root)
         if last is not None:
             from transformers import AutoModelForCausalLM
+
             saved = AutoModelForCausalLM.from_pretrained(last / "policy", dtype=torch.float32)
             self.base.load_state_dict(saved.state_dict())
-            checkpoint.load_extra(last, {"opt": self.opt, "critic": self.critic, "critic_opt": self.critic_opt})
+            checkpoint.load_extra(
+                last, {"opt": self.opt, "critic": self.critic, "critic_opt": self.critic_opt}
+            )
             st = checkpoint.state(last)
             self.step_no, self.version = st["step"], st["version"]
             self.queue.ack(st["entry_ids"])  # saved but maybe not acked before the crash: idempotent
         self.held = self.queue.pending_of(self.consumer, learner_version=self.version).items
         if self.rank == 0:
             self.queue.set_learner_version(self.version)
-        log.info("learner %s: resumed at step %d (v%d) with %d re-delivered entries",
-                 self.consumer, self.step_no, self.version, len(self.held))
+        log.info(
+            "learner %s: resumed at step %d (v%d) with %d re-delivered entries",
+            self.consumer,
+            self.step_no,
+            self.version,
+            len(self.held),
+        )
         return last is not None
 
     # ------------------------------------------------------------------ batches
@@ -146,15 +178,18 @@ class Learner:
             trajs = [i.trajectory for i in self.held]
             done, _ = complete_groups(trajs, self.cfg.group_size)
             if len(done) >= self.cfg.batch_size:
-                ids = {t.id for t in done[:self._whole_groups(done)]}
+                ids = {t.id for t in done[: self._whole_groups(done)]}
                 take = [i for i in self.held if i.trajectory.id in ids]
                 self.held = [i for i in self.held if i.trajectory.id not in ids]
                 return take
             if time.monotonic() > deadline:
-                raise LearnerError(f"no full batch within {self.cfg.get_timeout_s}s "
-                                   f"(holding {len(self.held)}); are the rollout replicas running?")
-            got = self.queue.get(self.consumer, self.cfg.batch_size, block_ms=1000,
-                                 learner_version=self.version)
+                raise LearnerError(
+                    f"no full batch within {self.cfg.get_timeout_s}s "
+                    f"(holding {len(self.held)}); are the rollout replicas running?"
+                )
+            got = self.queue.get(
+                self.consumer, self.cfg.batch_size, block_ms=1000, learner_version=self.version
+            )
             self.held += got.items
             self._touch()
 
@@ -165,7 +200,7 @@ class Learner:
         n, seen = 0, {}
         for t in done:
             seen[t.group_id] = seen.get(t.group_id, 0) + 1
-        for g, k in seen.items():
+        for k in seen.values():
             if n >= self.cfg.batch_size:
                 break
             n += k
@@ -189,11 +224,13 @@ class Learner:
         if self.critic_opt:
             self.critic_opt.zero_grad(set_to_none=True)
         if algorithms.is_preference(self.cfg.algorithm):
-            loss, stats = algorithms.preference_loss(self.cfg.algorithm, self.policy, self.ref, batch,
-                                                     self.cfg.hyper)
+            loss, stats = algorithms.preference_loss(
+                self.cfg.algorithm, self.policy, self.ref, batch, self.cfg.hyper
+            )
         else:
-            loss, stats = algorithms.policy_gradient_loss(self.cfg.algorithm, self.policy, batch,
-                                                          self.cfg.hyper, self.critic, self.ref)
+            loss, stats = algorithms.policy_gradient_loss(
+                self.cfg.algorithm, self.policy, batch, self.cfg.hyper, self.critic, self.ref
+            )
         if loss is not None:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.policy.parameters(), 1.0)
@@ -208,11 +245,18 @@ class Learner:
         fin = batch.finished
         if fin.any():  # T-PPO: unfinished segments carry no reward yet; the curve is over finished ones
             stats["reward_mean"] = float(batch.seq_reward[fin].mean())
-        stats.update(step=self.step_no, version=self.version, samples=len(items), finished=float(fin.sum()),
-                     trained_tokens=float(batch.mask.sum()),
-                     behaviour_version_max=float(gen_versions.max()) if gen_versions.numel() else -1.0,
-                     staleness=float((self.version - 1 - batch.versions[stale]).float().mean()) if stale.any() else 0.0,
-                     step_s=time.perf_counter() - t0)
+        stats.update(
+            step=self.step_no,
+            version=self.version,
+            samples=len(items),
+            finished=float(fin.sum()),
+            trained_tokens=float(batch.mask.sum()),
+            behaviour_version_max=float(gen_versions.max()) if gen_versions.numel() else -1.0,
+            staleness=float((self.version - 1 - batch.versions[stale]).float().mean())
+            if stale.any()
+            else 0.0,
+            step_s=time.perf_counter() - t0,
+        )
         if self.ref is not None and self.cfg.ref_reset_every and self.step_no % self.cfg.ref_reset_every == 0:
             self.ref.load_state_dict(self.base.state_dict())  # COMAL: move the magnet
         if self.rank == 0:
@@ -242,9 +286,15 @@ class Learner:
             named = list(self.base.state_dict().items())
         res = self.sender.push(named, self.version, self.step_no)
         if res.failed:
-            log.warning("weight push v%d: %d replica(s) failed: %s", self.version, len(res.failed), res.failed)
-        return {"push_s": res.seconds, "push_bytes": float(res.bytes), "push_ok": float(len(res.ok)),
-                "push_failed": float(len(res.failed))}
+            log.warning(
+                "weight push v%d: %d replica(s) failed: %s", self.version, len(res.failed), res.failed
+            )
+        return {
+            "push_s": res.seconds,
+            "push_bytes": float(res.bytes),
+            "push_ok": float(len(res.ok)),
+            "push_failed": float(len(res.failed)),
+        }
 
     def commit(self) -> Path | None:
         """Checkpoint (rank 0 writes, listing every rank's trained entries), then each rank acks its own."""
@@ -257,11 +307,17 @@ class Learner:
             dist.all_gather_object(everyone, mine)
         path = None
         if self.rank == 0:
-            path = checkpoint.save(self.ckpt_root, self.step_no, self.version, self.base, self.tokenizer,
-                                   {"opt": self.opt, "critic": self.critic, "critic_opt": self.critic_opt},
-                                   trained_ids=[t for ids, _ in everyone for t in ids],
-                                   entry_ids=[e for _, eids in everyone for e in eids],
-                                   keep=self.cfg.keep_checkpoints)
+            path = checkpoint.save(
+                self.ckpt_root,
+                self.step_no,
+                self.version,
+                self.base,
+                self.tokenizer,
+                {"opt": self.opt, "critic": self.critic, "critic_opt": self.critic_opt},
+                trained_ids=[t for ids, _ in everyone for t in ids],
+                entry_ids=[e for _, eids in everyone for e in eids],
+                keep=self.cfg.keep_checkpoints,
+            )
         if multi:
             dist.barrier()  # nobody acks before the checkpoint that covers its work is on disk
         self.queue.ack(Batch(self.consumer, self.uncommitted))

@@ -5,6 +5,7 @@ pushes between decode steps. A failed sync makes `check_health` fail, so Serve t
 rotation and replaces it (the new one registers and is re-synced by the next push).
 Concurrent requests are batched into one engine call (`serve.batch`).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -61,8 +62,14 @@ class RolloutConfig(BaseModel):
     def from_job(cls, job_id: str, spec: JobSpec, redis_url: str | None) -> RolloutConfig:
         """The config of a job's rollout app: the job's replicas, joined to its weight pushes, its
         trajectory queue and its judge."""
-        return cls._of(spec, model=spec.model.path, replicas=spec.rollout.replicas, job_id=job_id,
-                       redis_url=redis_url, judge_app=judge_app_name(job_id))
+        return cls._of(
+            spec,
+            model=spec.model.path,
+            replicas=spec.rollout.replicas,
+            job_id=job_id,
+            redis_url=redis_url,
+            judge_app=judge_app_name(job_id),
+        )
 
     @classmethod
     def for_checkpoint(cls, spec: JobSpec, path: str) -> RolloutConfig:
@@ -74,8 +81,13 @@ class RolloutConfig(BaseModel):
         r, options = spec.rollout, {"dtype": spec.model.dtype}
         if r.engine == "vllm":
             options["max_model_len"] = spec.model.max_model_len
-        return cls(engine=r.engine, engine_options=options, cpus_per_replica=r.cpus_per_replica,
-                   gpus_per_replica=r.gpus_per_replica, **fields)
+        return cls(
+            engine=r.engine,
+            engine_options=options,
+            cpus_per_replica=r.cpus_per_replica,
+            gpus_per_replica=r.gpus_per_replica,
+            **fields,
+        )
 
 
 api = FastAPI(title="payoff rollout replica")
@@ -99,18 +111,24 @@ class RolloutReplica:
         if self.cfg.job_id and self.cfg.redis_url:
             from services.config import redis_client
             from services.queue import TrajectoryQueue
-            from services.weight_sync import WeightReceiver
+            from services.weights import WeightReceiver
 
             client = redis_client(self.cfg.redis_url)
             self.queue = TrajectoryQueue(client, self.cfg.job_id)
             device = getattr(self.engine, "device", "cpu")
             self.receiver = WeightReceiver(
-                client, self.cfg.job_id, self.replica_id, device=device, version=self.engine.version,
-                apply=lambda named, v: self.engine.load_weights(named, v, self.cfg.update_mode)).start()
+                client,
+                self.cfg.job_id,
+                self.replica_id,
+                device=device,
+                version=self.engine.version,
+                apply=lambda named, v: self.engine.load_weights(named, v, self.cfg.update_mode),
+            ).start()
         self._windows: dict[str, tuple[asyncio.Lock, object]] = {}
         self.scorer = None  # judge rewards for games that need them (connects to the judge on first use)
         if self.cfg.judge_app:
             from rollout.judging import JudgeScorer
+
             self.scorer = JudgeScorer(self.cfg.judge_app)
         self._generate_batch.set_max_batch_size(self.cfg.max_batch_size)
         self._generate_batch.set_batch_wait_timeout_s(self.cfg.batch_wait_s)
@@ -120,9 +138,14 @@ class RolloutReplica:
     async def _generate_batch(self, requests: list[GenRequest]) -> list[GenOutput]:
         t0 = time.perf_counter()
         outs = await asyncio.to_thread(self.engine.generate, requests)
-        rollout_metrics.observe_batch(self.cfg.job_id or "adhoc", self.replica_id, outs,
-                                      sum(len(r.prompt_ids) for r in requests), time.perf_counter() - t0,
-                                      self.engine.version)
+        rollout_metrics.observe_batch(
+            self.cfg.job_id or "adhoc",
+            self.replica_id,
+            outs,
+            sum(len(r.prompt_ids) for r in requests),
+            time.perf_counter() - t0,
+            self.engine.version,
+        )
         return outs
 
     async def generate(self, request: GenRequest) -> GenOutput:
@@ -143,8 +166,15 @@ class RolloutReplica:
         except Exception as e:
             raise HTTPException(400, f"cannot apply the chat template: {e}") from None
         max_tokens = req.max_completion_tokens or req.max_tokens or 256
-        params = [SamplingParams(max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
-                                 seed=None if req.seed is None else req.seed + i) for i in range(req.n)]
+        params = [
+            SamplingParams(
+                max_tokens=max_tokens,
+                temperature=req.temperature,
+                top_p=req.top_p,
+                seed=None if req.seed is None else req.seed + i,
+            )
+            for i in range(req.n)
+        ]
         outs = await asyncio.gather(*[self.generate(GenRequest(prompt_ids=prompt, params=p)) for p in params])
         tok = self.engine.tokenizer
         choices = []
@@ -152,17 +182,34 @@ class RolloutReplica:
             text = tok.decode(o.token_ids, skip_special_tokens=True)
             logprobs = None
             if req.logprobs:
-                logprobs = ChoiceLogprobs(content=[TokenLogprob(token=tok.decode([t]), logprob=lp)
-                                                   for t, lp in zip(o.token_ids, o.logprobs)])
-            choices.append(ChatChoice(index=i, finish_reason=o.finish_reason if o.finish_reason != "abort"
-                                      else "stop", message=ChatMessage(role="assistant", content=text),
-                                      logprobs=logprobs))
+                logprobs = ChoiceLogprobs(
+                    content=[
+                        TokenLogprob(token=tok.decode([t]), logprob=lp)
+                        for t, lp in zip(o.token_ids, o.logprobs)
+                    ]
+                )
+            choices.append(
+                ChatChoice(
+                    index=i,
+                    finish_reason=o.finish_reason if o.finish_reason != "abort" else "stop",
+                    message=ChatMessage(role="assistant", content=text),
+                    logprobs=logprobs,
+                )
+            )
         completion = sum(len(o.token_ids) for o in outs)
-        usage = ChatUsage(prompt_tokens=len(prompt), completion_tokens=completion,
-                          total_tokens=len(prompt) * req.n + completion)
-        return ChatCompletion(id=f"chatcmpl-{uuid.uuid4().hex[:12]}", created=int(time.time()),
-                              model=req.model or self.cfg.model, choices=choices, usage=usage,
-                              policy_versions=[sorted(set(o.versions)) for o in outs])
+        usage = ChatUsage(
+            prompt_tokens=len(prompt),
+            completion_tokens=completion,
+            total_tokens=len(prompt) * req.n + completion,
+        )
+        return ChatCompletion(
+            id=f"chatcmpl-{uuid.uuid4().hex[:12]}",
+            created=int(time.time()),
+            model=req.model or self.cfg.model,
+            choices=choices,
+            usage=usage,
+            policy_versions=[sorted(set(o.versions)) for o in outs],
+        )
 
     @api.post("/v1/episodes")
     async def episodes(self, req: EpisodeRequest) -> EpisodeResult:
@@ -171,21 +218,48 @@ class RolloutReplica:
         if req.enqueue and self.queue is None:
             raise HTTPException(409, "this replica belongs to no job: enqueue needs job_id and redis_url")
         make = self._env_factory(req.env, req.data, req.options)
-        runner = EpisodeRunner(self.engine, make, self.cfg.job_id or "adhoc", req.env,
-                               req.sampling, max_turns=req.max_turns, scorer=self.scorer, lengths=req.lengths)
+        runner = EpisodeRunner(
+            self.engine,
+            make,
+            self.cfg.job_id or "adhoc",
+            req.env,
+            req.sampling,
+            max_turns=req.max_turns,
+            scorer=self.scorer,
+            lengths=req.lengths,
+        )
         t0 = time.perf_counter()
         eps, trajs = await asyncio.to_thread(runner.run_group, req.seed, req.group_size)
         busy = time.perf_counter() - t0
-        rollout_metrics.observe_generation(self.cfg.job_id or "adhoc", self.replica_id, len(trajs),
-                                           sum(t.num_generated for t in trajs), sum(t.prompt_len for t in trajs),
-                                           busy, self.engine.version)
+        rollout_metrics.observe_generation(
+            self.cfg.job_id or "adhoc",
+            self.replica_id,
+            len(trajs),
+            sum(t.num_generated for t in trajs),
+            sum(t.prompt_len for t in trajs),
+            busy,
+            self.engine.version,
+        )
         rollout_metrics.EPISODES.labels(self.cfg.job_id or "adhoc", self.replica_id, req.env).inc(len(eps))
         ids = await asyncio.to_thread(self.queue.put_many, trajs) if req.enqueue else []
-        summaries = [TrajectorySummary(id=t.id, role=t.role, tokens=len(t.token_ids), generated=t.num_generated,
-                                       reward=t.reward, versions=sorted(set(t.versions.tolist()) - {-1}))
-                     for t in trajs]
-        return EpisodeResult(episodes=eps, trajectories=summaries, enqueued=[i for i in ids if i], busy_s=busy,
-                             replica=self.replica_id)
+        summaries = [
+            TrajectorySummary(
+                id=t.id,
+                role=t.role,
+                tokens=len(t.token_ids),
+                generated=t.num_generated,
+                reward=t.reward,
+                versions=sorted(set(t.versions.tolist()) - {-1}),
+            )
+            for t in trajs
+        ]
+        return EpisodeResult(
+            episodes=eps,
+            trajectories=summaries,
+            enqueued=[i for i in ids if i],
+            busy_s=busy,
+            replica=self.replica_id,
+        )
 
     @api.post("/v1/tppo/step")
     async def tppo_step(self, req: WindowStepRequest) -> WindowStepResult:
@@ -198,16 +272,41 @@ class RolloutReplica:
         if req.enqueue and self.queue is None:
             raise HTTPException(409, "this replica belongs to no job: enqueue needs job_id and redis_url")
         if req.window > req.max_response_tokens:
-            raise HTTPException(422, f"window ({req.window}) is larger than max_response_tokens "
-                                     f"({req.max_response_tokens})")
-        key = json.dumps([req.env, req.data, req.options, req.batch_size, req.group_size, req.window,
-                          req.max_response_tokens, req.sampling.model_dump(),
-                          req.lengths and req.lengths.model_dump()], sort_keys=True)
+            raise HTTPException(
+                422, f"window ({req.window}) is larger than max_response_tokens ({req.max_response_tokens})"
+            )
+        key = json.dumps(
+            [
+                req.env,
+                req.data,
+                req.options,
+                req.batch_size,
+                req.group_size,
+                req.window,
+                req.max_response_tokens,
+                req.sampling.model_dump(),
+                req.lengths and req.lengths.model_dump(),
+            ],
+            sort_keys=True,
+        )
         if key not in self._windows:
-            self._windows[key] = (asyncio.Lock(), WindowedRollout(
-                self.engine, self._env_factory(req.env, req.data, req.options), self.cfg.job_id or "adhoc",
-                req.env, req.batch_size, req.group_size, req.window, req.max_response_tokens, req.sampling,
-                first_seed=req.first_seed, scorer=self.scorer, lengths=req.lengths))
+            self._windows[key] = (
+                asyncio.Lock(),
+                WindowedRollout(
+                    self.engine,
+                    self._env_factory(req.env, req.data, req.options),
+                    self.cfg.job_id or "adhoc",
+                    req.env,
+                    req.batch_size,
+                    req.group_size,
+                    req.window,
+                    req.max_response_tokens,
+                    req.sampling,
+                    first_seed=req.first_seed,
+                    scorer=self.scorer,
+                    lengths=req.lengths,
+                ),
+            )
         lock, rollout = self._windows[key]
         async with lock:  # one step at a time per rollout: a sequence must not be in two steps
             t0 = time.perf_counter()
@@ -215,12 +314,26 @@ class RolloutReplica:
             busy = time.perf_counter() - t0
             rewards = list(rollout.last_rewards)
         tokens = int(sum(int(t.loss_mask.sum()) for t in segments))
-        rollout_metrics.observe_generation(self.cfg.job_id or "adhoc", self.replica_id, len(segments), tokens,
-                                           sum(t.prompt_len for t in segments), busy, self.engine.version)
+        rollout_metrics.observe_generation(
+            self.cfg.job_id or "adhoc",
+            self.replica_id,
+            len(segments),
+            tokens,
+            sum(t.prompt_len for t in segments),
+            busy,
+            self.engine.version,
+        )
         ids = await asyncio.to_thread(self.queue.put_many, segments) if req.enqueue else []
-        return WindowStepResult(segments=len(segments), finished=sum(t.finished for t in segments),
-                                tokens=tokens, rewards=rewards, enqueued=len([i for i in ids if i]), busy_s=busy,
-                                replica=self.replica_id, version=self.engine.version)
+        return WindowStepResult(
+            segments=len(segments),
+            finished=sum(t.finished for t in segments),
+            tokens=tokens,
+            rewards=rewards,
+            enqueued=len([i for i in ids if i]),
+            busy_s=busy,
+            replica=self.replica_id,
+            version=self.engine.version,
+        )
 
     def _env_factory(self, env: str, data: str | None, options: dict):
         from games.registry import ENVS, make_env
@@ -235,8 +348,13 @@ class RolloutReplica:
 
     @api.get("/healthz")
     async def healthz(self) -> dict:
-        return {"ok": self.receiver is None or self.receiver.healthy, "replica": self.replica_id,
-                "version": self.engine.version, "engine": self.engine.name, "pid": os.getpid()}
+        return {
+            "ok": self.receiver is None or self.receiver.healthy,
+            "replica": self.replica_id,
+            "version": self.engine.version,
+            "engine": self.engine.name,
+            "pid": os.getpid(),
+        }
 
     @api.get("/metrics", response_class=PlainTextResponse)
     async def metrics(self) -> PlainTextResponse:

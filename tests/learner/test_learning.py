@@ -1,5 +1,6 @@
 """The learner improves the policy on a trivially learnable game, with real rollouts (transformers
 engine), the real queue and real weight pushes to the rollout side."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,20 +8,40 @@ import pytest
 from learner.trainer import Learner, LearnerConfig
 from rollout.engine import make_engine
 from services.queue import QueueConfig
-from services.weight_sync import WeightReceiver, WeightSyncConfig
+from services.weights import WeightReceiver, WeightSyncConfig
 from tests.learner.welfare_game import Producer, best_action_prob
 
 
 @pytest.mark.slow
-def test_grpo_learns_the_welfare_maximising_action(redis_url, redis_client, job_id, tiny_model_path, tmp_path):
+def test_grpo_learns_the_welfare_maximising_action(
+    redis_url, redis_client, job_id, tiny_model_path, tmp_path
+):
     engine = make_engine("transformers", tiny_model_path, threads=1)
     sync = WeightSyncConfig(timeout_s=30, heartbeat_s=0.2)
-    receiver = WeightReceiver(redis_client, job_id, "rollout-0", device="cpu", config=sync,
-                              apply=lambda named, v: engine.load_weights(named, v, "keep")).start()
-    cfg = LearnerConfig(job_id=job_id, redis_url=redis_url, model=tiny_model_path, algorithm="grpo",
-                        batch_size=16, group_size=8, learning_rate=1e-2, steps=30, push_every=1,
-                        checkpoint_every=10, checkpoint_dir=str(tmp_path / "ckpt"), weight_sync=sync,
-                        queue=QueueConfig(max_len=64, max_staleness=4), get_timeout_s=60)
+    receiver = WeightReceiver(
+        redis_client,
+        job_id,
+        "rollout-0",
+        device="cpu",
+        config=sync,
+        apply=lambda named, v: engine.load_weights(named, v, "keep"),
+    ).start()
+    cfg = LearnerConfig(
+        job_id=job_id,
+        redis_url=redis_url,
+        model=tiny_model_path,
+        algorithm="grpo",
+        batch_size=16,
+        group_size=8,
+        learning_rate=1e-2,
+        steps=30,
+        push_every=1,
+        checkpoint_every=10,
+        checkpoint_dir=str(tmp_path / "ckpt"),
+        weight_sync=sync,
+        queue=QueueConfig(max_len=64, max_staleness=4),
+        get_timeout_s=60,
+    )
     learner = Learner(cfg)
     before = best_action_prob(learner.base, learner.tokenizer)
     producer = Producer(engine, learner.queue, job_id, group_size=8)

@@ -1,4 +1,5 @@
 """The learner as a real Ray Train TorchTrainer on the shared Ray session, fed by a live producer."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,26 +9,46 @@ from learner.ray_train import TrainLaunch, fit
 from learner.trainer import LearnerConfig
 from rollout.engine import make_engine
 from services.queue import QueueConfig, TrajectoryQueue
-from services.weight_sync import WeightReceiver, WeightSyncConfig
+from services.weights import WeightReceiver, WeightSyncConfig
 from tests.learner.welfare_game import Producer, best_action_prob
 
 
 @pytest.mark.slow
-def test_torch_trainer_trains_pushes_and_exports(ray_session, redis_url, redis_client, job_id,
-                                                 tiny_model_path, tmp_path):
+def test_torch_trainer_trains_pushes_and_exports(
+    ray_session, redis_url, redis_client, job_id, tiny_model_path, tmp_path
+):
     engine = make_engine("transformers", tiny_model_path, threads=1)
     sync = WeightSyncConfig(timeout_s=30, heartbeat_s=0.2)
-    receiver = WeightReceiver(redis_client, job_id, "rollout-0", config=sync,
-                              apply=lambda named, v: engine.load_weights(named, v, "keep")).start()
+    receiver = WeightReceiver(
+        redis_client,
+        job_id,
+        "rollout-0",
+        config=sync,
+        apply=lambda named, v: engine.load_weights(named, v, "keep"),
+    ).start()
     producer = Producer(engine, TrajectoryQueue(redis_client, job_id, QueueConfig(max_len=64)), job_id, 8)
     producer.start()
-    cfg = LearnerConfig(job_id=job_id, redis_url=redis_url, model=tiny_model_path, algorithm="grpo",
-                        batch_size=16, group_size=8, learning_rate=1e-2, steps=12, checkpoint_every=4,
-                        checkpoint_dir=str(tmp_path / "ckpt"), weight_sync=sync, get_timeout_s=60,
-                        queue=QueueConfig(max_len=64, max_staleness=4))
+    cfg = LearnerConfig(
+        job_id=job_id,
+        redis_url=redis_url,
+        model=tiny_model_path,
+        algorithm="grpo",
+        batch_size=16,
+        group_size=8,
+        learning_rate=1e-2,
+        steps=12,
+        checkpoint_every=4,
+        checkpoint_dir=str(tmp_path / "ckpt"),
+        weight_sync=sync,
+        get_timeout_s=60,
+        queue=QueueConfig(max_len=64, max_staleness=4),
+    )
     try:
-        result = fit(cfg, TrainLaunch(workers=1, cpus_per_worker=0.5, storage_path=str(tmp_path / "ray")),
-                     export_dir=str(tmp_path / "final"))
+        result = fit(
+            cfg,
+            TrainLaunch(workers=1, cpus_per_worker=0.5, storage_path=str(tmp_path / "ray")),
+            export_dir=str(tmp_path / "final"),
+        )
     finally:
         producer.stop.set()
         producer.join(30)
@@ -37,6 +58,7 @@ def test_torch_trainer_trains_pushes_and_exports(ray_session, redis_url, redis_c
     assert result.checkpoint is not None
     assert engine.version == 12
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
     final = AutoModelForCausalLM.from_pretrained(tmp_path / "final")
     tok = AutoTokenizer.from_pretrained(tmp_path / "final")
     last = sorted((tmp_path / "ckpt").glob("step-*"))[-1]
@@ -46,4 +68,6 @@ def test_torch_trainer_trains_pushes_and_exports(ray_session, redis_url, redis_c
     start = AutoModelForCausalLM.from_pretrained(tiny_model_path).state_dict()
     assert all(torch.equal(t, ckpt[n]) for n, t in final.state_dict().items())
     assert not all(torch.equal(t, start[n]) for n, t in final.state_dict().items())
-    assert best_action_prob(final, tok) > best_action_prob(AutoModelForCausalLM.from_pretrained(tiny_model_path), tok)
+    assert best_action_prob(final, tok) > best_action_prob(
+        AutoModelForCausalLM.from_pretrained(tiny_model_path), tok
+    )

@@ -1,5 +1,6 @@
 """Rollout replicas on real Ray Serve with the tiny model: OpenAI chat, native generate, episodes,
 weight updates through the sync protocol, replica replacement after a kill."""
+
 from __future__ import annotations
 
 import time
@@ -11,13 +12,14 @@ from ray import serve
 
 from rollout.engine import GenRequest, SamplingParams
 from rollout.serve import RolloutConfig, build_app
-from services.weight_sync import WeightSender, WeightSyncConfig
+from services.weights import WeightSender, WeightSyncConfig
 
 
 @pytest.fixture
 def rollout_app(serve_url, redis_url, job_id, tiny_model_path):
-    cfg = RolloutConfig(model=tiny_model_path, replicas=2, cpus_per_replica=0.25, job_id=job_id,
-                        redis_url=redis_url)
+    cfg = RolloutConfig(
+        model=tiny_model_path, replicas=2, cpus_per_replica=0.25, job_id=job_id, redis_url=redis_url
+    )
     handle = serve.run(build_app(cfg), name=f"rollout-{job_id}", route_prefix=f"/{job_id}")
     yield handle, f"{serve_url}/{job_id}", cfg
     serve.delete(f"rollout-{job_id}")
@@ -35,8 +37,13 @@ def _replicas(redis_client, job_id, n, timeout=30):
 def test_rollout_deployment_end_to_end(rollout_app, redis_client, job_id, tiny_model_path):
     handle, url, cfg = rollout_app
     # OpenAI-compatible chat completions over HTTP
-    body = {"messages": [{"role": "user", "content": "What is 2 + 3?"}], "max_tokens": 8,
-            "temperature": 0, "logprobs": True, "n": 2}
+    body = {
+        "messages": [{"role": "user", "content": "What is 2 + 3?"}],
+        "max_tokens": 8,
+        "temperature": 0,
+        "logprobs": True,
+        "n": 2,
+    }
     r = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60)
     assert r.status_code == 200, r.text
     out = r.json()
@@ -50,6 +57,7 @@ def test_rollout_deployment_end_to_end(rollout_app, redis_client, job_id, tiny_m
     # weight push through the sync protocol to both replicas; greedy output must equal a fresh model
     # loaded with the same weights (decode -> update -> decode)
     from transformers import AutoModelForCausalLM
+
     sender = _replicas(redis_client, job_id, 2)
     ref = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32).eval()
     torch.manual_seed(123)
@@ -63,10 +71,10 @@ def test_rollout_deployment_end_to_end(rollout_app, redis_client, job_id, tiny_m
     greedy = SamplingParams(max_tokens=10, temperature=0)
     outs = [handle.generate.remote(GenRequest(prompt_ids=prompt, params=greedy)).result() for _ in range(4)]
     with torch.no_grad():
-        expect = ref.generate(torch.tensor([prompt]), max_new_tokens=10, do_sample=False)[0, len(prompt):]
+        expect = ref.generate(torch.tensor([prompt]), max_new_tokens=10, do_sample=False)[0, len(prompt) :]
     for o in outs:
         assert o.versions == [1] * len(o.token_ids)
-        assert o.token_ids == expect.tolist()[:len(o.token_ids)]
+        assert o.token_ids == expect.tolist()[: len(o.token_ids)]
         # engine logprobs match a transformers forward pass of the new weights
         with torch.no_grad():
             lp = torch.log_softmax(ref(torch.tensor([prompt + o.token_ids])).logits[0].float(), -1)
@@ -74,9 +82,18 @@ def test_rollout_deployment_end_to_end(rollout_app, redis_client, job_id, tiny_m
         assert max(abs(a - b) for a, b in zip(ref_lp, o.logprobs)) < 1e-4
 
     # episodes endpoint: a GRL group, trajectories written to the job's stream
-    r = httpx.post(f"{url}/v1/episodes", json={"env": "sokoban", "seed": 3, "group_size": 2, "max_turns": 2,
-                                              "sampling": {"max_tokens": 16, "seed": 0}, "enqueue": True},
-                   timeout=120)
+    r = httpx.post(
+        f"{url}/v1/episodes",
+        json={
+            "env": "sokoban",
+            "seed": 3,
+            "group_size": 2,
+            "max_turns": 2,
+            "sampling": {"max_tokens": 16, "seed": 0},
+            "enqueue": True,
+        },
+        timeout=120,
+    )
     assert r.status_code == 200, r.text
     data = r.json()
     assert len(data["episodes"]) == 2 and len(data["enqueued"]) == 2
@@ -85,6 +102,7 @@ def test_rollout_deployment_end_to_end(rollout_app, redis_client, job_id, tiny_m
 
     # kill a replica: Serve replaces it, requests keep being answered
     import ray
+
     pids = {httpx.get(f"{url}/healthz", timeout=10).json()["pid"] for _ in range(12)}
     actors = [a for a in ray.util.list_named_actors(all_namespaces=True) if "RolloutReplica" in a["name"]]
     assert actors
