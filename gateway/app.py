@@ -7,6 +7,7 @@ job runner; shutdown stops the runner and gives its lease back.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from contextlib import asynccontextmanager
@@ -25,12 +26,17 @@ from gateway.middleware import BodyLimit, RequestMetrics
 from gateway.ratelimit import RateLimiter
 from gateway.runner import JobRunner, load_component_modules
 from gateway.settings import GatewaySettings, load_pepper
-from gateway.store import JobStore
+from gateway.store import JobStore, JobUnreadable
 from gateway.validation import ClusterProbe
 from services.config import redis_client
 from services.jobs import COMPONENTS, ComponentRegistry, JobRecord, RunContext
 
-ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 422, 429)}
+ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 422, 429, 503)}
+REDIS_DOWN = (
+    "the job store (Redis) is unreachable, so the gateway cannot check keys or read jobs; nothing was "
+    "changed. Retry shortly; if it persists, check the redis-server `payoff serve` started (or REDIS_URL)"
+)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -134,8 +140,14 @@ def admin(who: ApiKey = Depends(principal)) -> ApiKey:
 
 def visible_job(gw: Gateway, who: ApiKey, job_id: str) -> JobRecord:
     """The job if the caller may see it. Another tenant's job is 'not found', exactly like a missing one,
-    so a key cannot probe which job ids exist."""
-    job = gw.store.get(job_id)
+    so a key cannot probe which job ids exist. A record that does not load is re-raised (`JobUnreadable`,
+    answered as a JSON 500 naming the job) only to its owner or an admin."""
+    try:
+        job = gw.store.get(job_id)
+    except JobUnreadable:
+        if not who.admin and not gw.store.owned_by(job_id, who.tenant):
+            raise HTTPException(404, f"job {job_id!r} not found") from None
+        raise
     if job is None or (job.tenant != who.tenant and not who.admin):
         raise HTTPException(404, f"job {job_id!r} not found")
     return job
@@ -181,6 +193,29 @@ def create_app(settings: GatewaySettings | None = None, registry: ComponentRegis
             msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
             errors.append({"loc": printable(".".join(loc)), "msg": printable(msg)})
         return JSONResponse({"detail": "invalid request", "errors": errors}, status_code=422)
+
+    @app.exception_handler(redis.RedisError)
+    async def _redis_down(request: Request, exc: redis.RedisError) -> JSONResponse:
+        metrics.REDIS_ERRORS.inc()
+        log.warning("%s %s: Redis error: %s", request.method, request.url.path, exc)
+        return JSONResponse(
+            {"detail": REDIS_DOWN, "error": f"{type(exc).__name__}: {printable(str(exc))[:300]}"},
+            status_code=503,
+            headers={"Retry-After": "2"},
+        )
+
+    @app.exception_handler(JobUnreadable)
+    async def _unreadable(request: Request, exc: JobUnreadable) -> JSONResponse:
+        errors = [{"loc": "", "msg": printable(exc.reason)}]
+        return JSONResponse({"detail": printable(str(exc)), "errors": errors}, status_code=500)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("%s %s failed", request.method, request.url.path)
+        return JSONResponse(
+            {"detail": f"internal error ({type(exc).__name__}); it was logged by the gateway"},
+            status_code=500,
+        )
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     def healthz() -> Health:

@@ -23,6 +23,11 @@ LATENCY = Histogram(
     registry=REGISTRY,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60),
 )
+REDIS_ERRORS = Counter(
+    "payoff_gateway_redis_errors_total",
+    "Requests answered 503 because Redis was unreachable",
+    registry=REGISTRY,
+)
 AUTH_FAILURES = Counter(
     "payoff_gateway_auth_failures_total", "Requests without a valid API key", registry=REGISTRY
 )

@@ -7,7 +7,10 @@ not over HTTP.
 
 from __future__ import annotations
 
+import json
+
 from fastapi import APIRouter, Depends, Header, HTTPException
+from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from gateway.api_models import ErrorResponse, ServeCheckpointRequest, ServedModel
@@ -21,21 +24,30 @@ router = APIRouter(tags=["inference"])
 UPSTREAM = {409: {"model": ErrorResponse}, 502: {"model": ErrorResponse}}
 
 
-def _app_state(app_name: str) -> str | None:
+ANSWERING = ("RUNNING", "UNHEALTHY")
+
+
+def _serve_apps() -> dict[str, str]:
+    """Serve application name → status; empty in a gateway without Ray (it serves no model)."""
     import ray
     from ray import serve
 
-    if not ray.is_initialized():  # a gateway without Ray serves no model
-        return None
-    app = serve.status().applications.get(app_name)
-    return None if app is None else str(getattr(app.status, "value", app.status))
+    if not ray.is_initialized():
+        return {}
+    return {
+        name: str(getattr(a.status, "value", a.status)) for name, a in serve.status().applications.items()
+    }
+
+
+def _app_state(app_name: str) -> str | None:
+    return _serve_apps().get(app_name)
 
 
 def chat_target(job: JobRecord) -> str:
     """The Serve app that answers for a job: its rollout replicas while running, else a served checkpoint."""
-    if job.state == JobState.RUNNING and _app_state(rollout_app_name(job.id)) in ("RUNNING", "UNHEALTHY"):
+    if job.state == JobState.RUNNING and _app_state(rollout_app_name(job.id)) in ANSWERING:
         return rollout_app_name(job.id)
-    if _app_state(served_app_name(job.id)) in ("RUNNING", "UNHEALTHY"):
+    if _app_state(served_app_name(job.id)) in ANSWERING:
         return served_app_name(job.id)
     raise HTTPException(
         409,
@@ -44,7 +56,7 @@ def chat_target(job: JobRecord) -> str:
     )
 
 
-async def call_chat(gw: Gateway, job: JobRecord, req: ChatRequest) -> dict:
+async def call_chat(gw: Gateway, job: JobRecord, req: ChatRequest, typed: bool = False):
     app_name = await run_in_threadpool(chat_target, job)
     handle = await run_in_threadpool(gw.app_handle, app_name)
     try:
@@ -52,26 +64,72 @@ async def call_chat(gw: Gateway, job: JobRecord, req: ChatRequest) -> dict:
     except RolloutCallError as e:
         if e.status is not None and 400 <= e.status < 500:
             raise HTTPException(e.status, e.detail) from None
+        if e.status == 503:  # the replica is catching up with the learner's weights: retry shortly
+            raise HTTPException(503, e.detail, headers={"Retry-After": "5"}) from None
         raise HTTPException(
             502 if e.status != 504 else 504, f"the model of job {job.id!r} failed to answer: {e}"
         ) from None
     out.model = job.id
-    return out.to_openai()
+    return out if typed else out.to_openai()
 
 
-@router.post("/v1/chat/completions", responses={**ERRORS, **UPSTREAM})
+@router.post(
+    "/v1/chat/completions",
+    responses={**ERRORS, **UPSTREAM, 200: {"content": {"application/json": {}, "text/event-stream": {}}}},
+)
 async def chat_completions(
     req: ChatRequest,
     x_payoff_job: str | None = Header(None, max_length=200, description="The job id (else `model`)."),
     gw: Gateway = Depends(gateway),
     who: ApiKey = Depends(principal),
-) -> dict:
-    """OpenAI-compatible chat completion from a job's model: put the job id in `model` (or X-Payoff-Job)."""
+):
+    """OpenAI-compatible chat completion from a job's model: put the job id in `model` (or X-Payoff-Job).
+    `stream: true` answers with server-sent `chat.completion.chunk` events ending in `data: [DONE]`, as the
+    OpenAI API does; the chunks are sent once the completion is generated (no token-by-token streaming
+    yet). Fields this endpoint does not implement are refused with a 400 naming them."""
+    if req.unsupported():
+        raise HTTPException(
+            400, f"not supported by payoff's chat endpoint: {', '.join(req.unsupported())} (remove them)"
+        )
     job_id = x_payoff_job or req.model
     if not job_id:
         raise HTTPException(422, "name the job: set `model` to the job id (or send X-Payoff-Job)")
     job = await run_in_threadpool(visible_job, gw, who, job_id)
-    return await call_chat(gw, job, req)
+    if not req.stream:
+        return await call_chat(gw, job, req)
+    out = await call_chat(
+        gw, job, req.model_copy(update={"stream": False, "stream_options": None}), typed=True
+    )
+    usage = bool(req.stream_options and req.stream_options.include_usage)
+    events = [f"data: {json.dumps(chunk)}\n\n" for chunk in out.chunks(include_usage=usage)]
+    return StreamingResponse(iter(events + ["data: [DONE]\n\n"]), media_type="text/event-stream")
+
+
+@router.get("/v1/models", tags=["inference"])
+def list_models(gw: Gateway = Depends(gateway), who: ApiKey = Depends(principal)) -> dict:
+    """OpenAI's model list: the caller's jobs that can answer chat now (rollout replicas running, or a
+    served checkpoint). The model id is the job id."""
+    apps = _serve_apps()
+    jobs, _ = gw.store.list(None if who.admin else who.tenant, [JobState.RUNNING], 500, 0)
+    ended, _ = gw.store.list(None if who.admin else who.tenant, [JobState.SUCCEEDED, JobState.FAILED], 500, 0)
+    data = []
+    for job in jobs + ended:
+        source = None
+        if job.state == JobState.RUNNING and apps.get(rollout_app_name(job.id)) in ANSWERING:
+            source = "rollout"
+        elif apps.get(served_app_name(job.id)) in ANSWERING:
+            source = "checkpoint"
+        if source:
+            data.append(
+                {
+                    "id": job.id,
+                    "object": "model",
+                    "created": int(job.created_at),
+                    "owned_by": job.tenant,
+                    "source": source,
+                }
+            )
+    return {"object": "list", "data": data}
 
 
 @router.post("/v1/steer", response_model=SteerResponse, responses={**ERRORS, **UPSTREAM})

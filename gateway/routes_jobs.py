@@ -8,18 +8,30 @@ import time
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from gateway import metrics
 from gateway.api_models import ErrorResponse, JobList, MetricsCurve, printable
 from gateway.app import ERRORS, Gateway, gateway, principal, visible_job
 from gateway.auth import ApiKey
+from gateway.settings import Sandbox
+from gateway.store import JobUnreadable, TenantQuotaExceeded, UnreadableRecord
 from gateway.validation import validate_job
 from services.jobs import REWARD_METRIC, CheckpointEvent, JobRecord, JobState, StepEvent, read_events
 from services.jobspec import JobSpec, JobSpecError
+from services.limits import DocLimits
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+U64 = 2**64 - 1
+
+
+def stream_id_ok(eid: str) -> bool:
+    """A Redis stream id `<ms>-<seq>` whose parts fit in 64 bits (Redis refuses larger ones mid-stream)."""
+    return bool(STREAM_ID.match(eid)) and all(int(part) <= U64 for part in eid.split("-"))
+
+
 SSE_POLL_S = 0.25
 SSE_HEARTBEAT_S = 15.0
 
@@ -42,30 +54,58 @@ _SPEC_BODY = {
     responses={**ERRORS, 413: {"model": ErrorResponse}},
 )
 async def submit_job(request: Request, gw: Gateway = Depends(gateway), who: ApiKey = Depends(principal)):
-    """Submit a job (a JobSpec as JSON or YAML). It is validated in full (schema, model and data paths,
-    engine, cluster GPUs/CPUs) before anything is stored; a bad spec gets 422 with the field paths."""
+    """Submit a job (a JobSpec as JSON or YAML). It is validated in full (document limits, schema, the
+    tenant sandbox and quotas, model and data paths, environment, engine, cluster GPUs/CPUs) before
+    anything is stored; a bad spec gets 422 with the field paths (413 over the spec size limit)."""
     body = await request.body()
+    s = gw.settings
+    sandbox = Sandbox.from_settings(s, owns=lambda job_id: gw.store.owned_by(job_id, who.tenant))
 
     def check() -> JobSpec:
         return validate_job(
-            body, request.headers.get("content-type"), gw.cluster.get(), gw.settings.check_capacity
+            body,
+            request.headers.get("content-type"),
+            gw.cluster.get(),
+            s.check_capacity,
+            sandbox=sandbox,
+            quota=s.quota,
+            limits=DocLimits(max_bytes=s.max_spec_bytes),
         )
 
     try:
         spec = await run_in_threadpool(check)
-    except JobSpecError as e:
+        job = await run_in_threadpool(gw.store.create, who.tenant, spec, s.quota.max_jobs)
+    except (JobSpecError, TenantQuotaExceeded) as e:
         metrics.REJECTED.inc()
+        if isinstance(e, TenantQuotaExceeded):
+            msg = f"{e}: wait for one to end or cancel one (quota PAYOFF_QUOTA_MAX_JOBS)"
+            e = JobSpecError([{"loc": "", "msg": f"this tenant already has {msg}"}])
         errors = [{"loc": printable(err["loc"]), "msg": printable(err["msg"])} for err in e.errors]
         detail = printable(f"invalid job spec: {e}")
-        return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
-    job = await run_in_threadpool(gw.store.create, who.tenant, spec)
+        return JSONResponse({"detail": detail, "errors": errors}, status_code=413 if e.too_large else 422)
     metrics.SUBMITTED.labels(who.tenant).inc()
     return JSONResponse(
         job.model_dump(mode="json"), status_code=201, headers={"Location": f"/v1/jobs/{job.id}"}
     )
 
 
-@router.get("", response_model=JobList, responses={**ERRORS, 403: {"model": ErrorResponse}})
+class JobListing(JobList):
+    unreadable: list[UnreadableRecord] = Field(
+        default_factory=list,
+        description="Jobs of this page whose stored record cannot be read (they count in `total`); "
+        "present only when there are any.",
+    )
+
+
+def _unreadable(gw: Gateway, who: ApiKey, e: JobUnreadable, status: int, detail: str) -> JSONResponse:
+    """A job whose record does not load: its owner (or an admin) is told why; anyone else gets 404."""
+    if not who.admin and not gw.store.owned_by(e.job_id, who.tenant):
+        raise HTTPException(404, f"job {e.job_id!r} not found")
+    errors = [{"loc": "", "msg": printable(e.reason)}]
+    return JSONResponse({"detail": printable(detail), "errors": errors}, status_code=status)
+
+
+@router.get("", response_model=JobListing, responses={**ERRORS, 403: {"model": ErrorResponse}})
 def list_jobs(
     state: list[JobState] | None = Query(None, description="Only jobs in these states."),
     tenant: str | None = Query(None, max_length=63, description="Admin only: one tenant's jobs."),
@@ -73,19 +113,25 @@ def list_jobs(
     offset: int = Query(0, ge=0, le=1_000_000),
     gw: Gateway = Depends(gateway),
     who: ApiKey = Depends(principal),
-) -> JobList:
-    """Your tenant's jobs, newest first. An admin key lists every tenant's (or one, with `tenant`)."""
+) -> JobListing:
+    """Your tenant's jobs, newest first. An admin key lists every tenant's (or one, with `tenant`). A job
+    whose stored record cannot be read is listed under `unreadable` with the reason."""
     if tenant is not None and not who.admin and tenant != who.tenant:
         raise HTTPException(403, "only an admin key can list another tenant's jobs")
     scope = tenant if tenant is not None else (None if who.admin else who.tenant)
-    jobs, total = gw.store.list(scope, state, limit, offset)
-    return JobList(jobs=jobs, total=total)
+    found = gw.store.listing(scope, state, limit, offset)
+    page = JobListing(jobs=found.jobs, total=found.total, unreadable=found.unreadable)
+    return JSONResponse(page.model_dump(mode="json", exclude=None if found.unreadable else {"unreadable"}))
 
 
-@router.get("/{job_id}", response_model=JobRecord, responses=ERRORS)
+@router.get("/{job_id}", response_model=JobRecord, responses={**ERRORS, 500: {"model": ErrorResponse}})
 def get_job(job_id: str, gw: Gateway = Depends(gateway), who: ApiKey = Depends(principal)) -> JobRecord:
-    """One job: state, when it entered each state, the error that ended it, progress summary."""
-    return visible_job(gw, who, job_id)
+    """One job: state, when it entered each state, the error that ended it, progress summary. 500 naming
+    the job if its stored record cannot be read."""
+    try:
+        return visible_job(gw, who, job_id)
+    except JobUnreadable as e:
+        return _unreadable(gw, who, e, 500, str(e))
 
 
 @router.post(
@@ -96,11 +142,18 @@ def get_job(job_id: str, gw: Gateway = Depends(gateway), who: ApiKey = Depends(p
 )
 def cancel_job(job_id: str, gw: Gateway = Depends(gateway), who: ApiKey = Depends(principal)) -> JobRecord:
     """Cancel a job: a queued job is cancelled at once; a starting or running one is torn down by the runner
-    (watch its events for the `cancelled` status)."""
-    job = visible_job(gw, who, job_id)
-    if job.state.terminal:
-        raise HTTPException(409, f"job {job_id!r} already {job.state.value}")
-    return gw.store.request_cancel(job_id)
+    (watch its events for the `cancelled` status). 409 if it ended, or if its record cannot be read (the
+    runner then fails it and stops what was started for it)."""
+    try:
+        job = visible_job(gw, who, job_id)
+        if job.state.terminal:
+            raise HTTPException(409, f"job {job_id!r} already {job.state.value}")
+        return gw.store.request_cancel(job_id)
+    except JobUnreadable as e:
+        why = (
+            f"job {job_id!r} cannot be cancelled: {e}; the runner fails it and stops what was started for it"
+        )
+        return _unreadable(gw, who, e, 409, why)
 
 
 def _sse(eid: str, kind: str, data: str) -> str:
@@ -128,15 +181,20 @@ async def job_events(
     job has finished and every event was sent (or at once with follow=false)."""
     await run_in_threadpool(visible_job, gw, who, job_id)
     cursor = last_event_id or after or "0-0"
-    if not STREAM_ID.match(cursor):
-        raise HTTPException(422, f"event id {cursor!r} is not a stream id like '1712345678901-0'")
+    if not stream_id_ok(cursor):
+        raise HTTPException(
+            422, f"event id {cursor!r} is not a stream id like '1712345678901-0' (two parts below 2^64)"
+        )
 
     async def stream():
         nonlocal cursor
         yield ": connected\n\n"
         beat = time.monotonic()
         while True:
-            job = await run_in_threadpool(gw.store.get, job_id, False)
+            try:
+                job = await run_in_threadpool(gw.store.get, job_id, False)
+            except JobUnreadable:  # its record broke mid-stream: send what there is, then end
+                job = None
             finished = job is None or job.state.terminal
             rows = await run_in_threadpool(read_events, gw.r, job_id, cursor, 500)
             for eid, event in rows:

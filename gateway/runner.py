@@ -8,6 +8,10 @@ so a runner that takes over the lease after a crash simply carries on.
 
 Admission is FIFO with a concurrency limit (`max_concurrent`) and a capacity check: the head of the queue
 waits (and says why in the job's `detail`) until the cluster has the CPUs and GPUs the whole job needs.
+
+A job whose stored record does not load never stops the loop: the runner stops whatever was started for
+it (components are found by name from the id alone) and quarantines it as `failed` with the reason, once,
+and goes on with the other jobs.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections.abc import Callable
 import redis
 
 from gateway import metrics
-from gateway.store import JobNotFound, JobStore
+from gateway.store import JobNotFound, JobStore, JobUnreadable
 from services import keys
 from services.jobs import (
     COMPONENTS,
@@ -41,12 +45,14 @@ from services.jobs import (
     job_demand,
     publish_event,
 )
+from services.jobspec import JobSpec
 
 log = logging.getLogger(__name__)
 LEASE_KEY = keys.RUNNER_LEASE
 IMPORT_ERRORS: dict[str, str] = {}  # component module → why it could not be imported
 ABSENT_GRACE_S = 20.0  # a starting component still absent after this is started again (runner crashed)
 QUEUE_STATS_EVERY_S = 5.0
+METRICS_GRACE_S = 300.0  # an ended job's series stay this long on /metrics (the last scrapes see the end)
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
@@ -148,6 +154,7 @@ class JobRunner:
         self._thread: threading.Thread | None = None
         self._built: tuple[tuple[str, ...], list[JobComponent]] = ((), [])
         self._queue_stats_at: dict[str, float] = {}
+        self._ended_at: dict[str, float] = {}  # job id → when this runner tore it down (metrics grace)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> JobRunner:
@@ -195,12 +202,28 @@ class JobRunner:
             for job_id in self.store.ids(state):
                 if self._stop.is_set() or not self.lease.hold():
                     return
-                job = self.store.get(job_id, summary=False)
+                job = self._read(job_id, comps)
                 if job is not None and job.state == state:
                     self._drive(job, comps)
         self._admit(comps)
         for state, n in self.store.counts().items():
             metrics.JOBS.labels(state.value).set(n)
+        self._forget_ended()
+
+    def _read(self, job_id: str, comps: list[JobComponent]) -> JobRecord | None:
+        """The job's record; None (after quarantining it) if it does not load."""
+        try:
+            return self.store.get(job_id, summary=False)
+        except JobUnreadable as e:
+            log.error("job %s: %s", job_id, e)
+            if self.store.indexed_state(job_id) in (JobState.STARTING, JobState.RUNNING):
+                # the components find their Ray objects by the job id; the rest of this stand-in is unused
+                stand_in = JobRecord.model_construct(
+                    id=job_id, tenant="", spec=JobSpec(), created_at=0.0, updated_at=0.0
+                )
+                self._teardown(stand_in, comps)
+            self.store.quarantine(job_id, f"{e}; the job was failed and anything started for it stopped")
+            return None
 
     def _log(self, job_id: str, message: str, level: str = "info", source: str = "runner") -> None:
         publish_event(self.store.r, LogEvent(job_id=job_id, level=level, source=source, message=message))
@@ -257,10 +280,14 @@ class JobRunner:
         # running
         gone = [n for n, s in statuses.items() if s.state == "absent"]
         if gone:
+            why = f"{gone[0]} stopped unexpectedly ({statuses[gone[0]].message})"
+            if len(gone) == len(statuses):
+                why = (
+                    "every component of the job is gone: the Ray cluster it ran on was restarted or lost "
+                    "them (e.g. `payoff serve` restarted its local Ray head); checkpoints are kept in its data dir"
+                )
             self._teardown(job, comps)
-            self._finish(
-                job.id, JobState.FAILED, error=f"{gone[0]} stopped unexpectedly ({statuses[gone[0]].message})"
-            )
+            self._finish(job.id, JobState.FAILED, error=why)
             return
         if statuses.get(LEARNER) and statuses[LEARNER].state == "succeeded":
             self._teardown(job, comps)
@@ -278,20 +305,44 @@ class JobRunner:
         self.store.set_queue_stats(job_id, TrajectoryQueue(self.store.r, job_id).stats())
 
     def _teardown(self, job: JobRecord, comps: list[JobComponent]) -> None:
+        """Stop every component (reverse order), drain the queue, and record both in the job: its
+        components as `ended`, its queue with depth 0 and what was still waiting as `discarded`."""
+        ended = {}
         for c in reversed(comps):
             try:
                 c.stop(job)
+                ended[c.name] = ComponentStatus(state="ended", message="stopped with the job")
             except Exception as e:
                 self._log(job.id, f"stopping {c.name} failed: {type(e).__name__}: {e}", "error")
+                ended[c.name] = ComponentStatus(state="failed", message=f"stopping failed: {e}"[:500])
         try:
             from services.queue import TrajectoryQueue
 
             q = TrajectoryQueue(self.store.r, job.id)
-            self.store.set_queue_stats(job.id, q.stats())
+            stats = q.stats()
             q.delete()
+            waiting = int(stats.get("depth", 0))
+            self.store.set_queue_stats(
+                job.id, stats | {"depth": 0, "pending": 0, "lag": 0, "discarded": waiting}
+            )
         except Exception as e:
             self._log(job.id, f"clearing the trajectory queue failed: {e}", "warning")
+        try:
+            self.store.set_detail(job.id, "stopped", {n: ended[n] for n in reversed(list(ended))})
+        except Exception as e:  # the record may be unreadable: the job still ends
+            log.warning("job %s: could not record its ended components: %s", job.id, e)
         self._queue_stats_at.pop(job.id, None)
+        self._ended_at[job.id] = time.monotonic()
+
+    def _forget_ended(self) -> None:
+        """Drop this process's metric series of jobs that ended more than METRICS_GRACE_S ago."""
+        from services.metrics import forget_job
+
+        now = time.monotonic()
+        for job_id, at in list(self._ended_at.items()):
+            if now - at >= METRICS_GRACE_S:
+                forget_job(job_id)
+                del self._ended_at[job_id]
 
     def _finish(
         self, job_id: str, state: JobState, error: str | None = None, detail: str | None = None
@@ -307,13 +358,15 @@ class JobRunner:
             return
         active = [j for s in (JobState.STARTING, JobState.RUNNING) for j in self.store.ids(s)]
         committed = ResourceDemand()
-        for job_id in active:
-            job = self.store.get(job_id, summary=False)
-            if job is not None:
+        for job_id in list(active):
+            job = self._read(job_id, comps)
+            if job is None:
+                active.remove(job_id)
+            else:
                 committed = committed + job_demand(job.spec)
         blocked: str | None = None
         for position, job_id in enumerate(queued, 1):
-            job = self.store.get(job_id, summary=False)
+            job = self._read(job_id, comps)
             if job is None or job.state != JobState.QUEUED:
                 continue
             if blocked is not None:  # FIFO: nobody overtakes the head of the queue

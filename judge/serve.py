@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import PlainTextResponse
 from ray import serve
 
 from judge.config import JudgeConfig
+from services.internal_auth import require_internal
 from services.judge_api import (
     APP_NAME,
     GPORequest,
@@ -38,7 +39,8 @@ from services.judge_api import (
     VerdictResult,
 )
 
-api = FastAPI(title="payoff judge")
+# every HTTP route needs the internal token (services/internal_auth.py); handles bypass HTTP
+api = FastAPI(title="payoff judge", dependencies=[Depends(require_internal)])
 
 
 @serve.deployment(name="judge")

@@ -3,9 +3,15 @@
 One detached Ray actor per job (named `learner_actor_name(job_id)` in namespace `payoff`, so any gateway
 process finds it) runs `fit` on a thread: `starting` → `running` (the TorchTrainer is launched) →
 `succeeded` (trained to `learner.steps`, policy exported to `<data_dir>/jobs/<id>/final`) or `failed`
-with Ray Train's error. Step metrics and checkpoints reach the job's event stream from the learner itself
-(learner/ray_train.py). Rollouts are the orchestrator's business (orchestrator/); the learner only reads
-the job's trajectory stream.
+with Ray Train's error — whatever `fit` raises (a worker error after its retries, a worker group that
+cannot be placed) ends the job as failed with that reason, never a learner stuck in `running`. Step
+metrics and checkpoints reach the job's event stream from the learner itself (learner/ray_train.py).
+Rollouts are the orchestrator's business (orchestrator/); the learner only reads the job's trajectory
+stream.
+
+Stop (cancel, failure of any component, success) kills the actor and releases what its Train run held:
+the controller and worker actors die with it (they are owned by it) and the run's placement group is
+removed by ownership (services/actor_component.py), also when the actor had already died.
 """
 
 from __future__ import annotations
@@ -55,7 +61,7 @@ class LearnerRun:
             if result.error:
                 raise RuntimeError(f"training failed: {result.error}")
             self.state, self.message = "succeeded", f"policy exported to {self.dir / 'final'}"
-        except Exception as e:
+        except BaseException as e:  # SystemExit / KeyboardInterrupt in the thread too: fail, never hang
             self.state, self.message = "failed", f"{type(e).__name__}: {e}"[:2000]
             log.exception("job %s: learner failed", self.job_id)
 

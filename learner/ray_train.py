@@ -4,11 +4,20 @@ Every worker is a consumer of the job's stream (`learner-<rank>`); gradients are
 pushes weights and writes checkpoints, every rank acks its own entries after the checkpoint (see
 learner/trainer.py). Ray Train restarts failed workers (FailureConfig), and a restarted worker resumes from
 the latest checkpoint, so nothing is lost or trained twice.
+
+The trainer is `TorchTrainer` without Ray Train's detached `PlacementGroupCleaner`: that helper learns
+that the controller died from the state API (`ray.util.state.get_actor`), which is served by the
+dashboard; on a local head without it every check fails ("State API may be temporarily unavailable") and
+it retries forever, so it never removes the run's placement group and never exits (one leaked process
+per run). The job's stop releases the run's actors and placement groups instead, by ownership
+(services/ray_utils.release_owned). Placing the worker group is retried a bounded number of times, so a
+learner that cannot be placed fails its job instead of waiting forever.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import time
 
@@ -28,6 +37,9 @@ class TrainLaunch(BaseModel):
     strategy: str = Field("ddp", pattern="^(ddp|fsdp|deepspeed)$")
     max_failures: int = Field(2, ge=0, description="Worker restarts before the job fails.")
     collective_timeout_s: float = Field(600.0, gt=0, description="DDP all-reduce timeout: never hang.")
+    start_retries: int = Field(
+        3, ge=0, description="Worker-group placements that time out (60 s each) before the job fails."
+    )
     storage_path: str | None = None
 
 
@@ -101,15 +113,29 @@ def train_loop(config: dict) -> None:
         learner.export(config["export_dir"])
 
 
+@functools.cache
+def trainer_class():
+    """`TorchTrainer` minus Ray Train's PlacementGroupCleaner callback (see the module docstring)."""
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+
+    class JobTrainer(TorchTrainer):
+        def _create_default_callbacks(self):
+            callbacks = super()._create_default_callbacks()
+            return [c for c in callbacks if not isinstance(c, PlacementGroupCleanerCallback)]
+
+    return JobTrainer
+
+
 def build_trainer(learner: LearnerConfig, launch: TrainLaunch, export_dir: str | None = None):
     from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchConfig
 
     use_gpu = launch.gpus_per_worker > 0
     resources = {"CPU": launch.cpus_per_worker}
     if use_gpu:
         resources["GPU"] = launch.gpus_per_worker
-    return TorchTrainer(
+    return trainer_class()(
         train_loop,
         train_loop_config={
             "learner": learner.model_dump(),
@@ -126,7 +152,9 @@ def build_trainer(learner: LearnerConfig, launch: TrainLaunch, export_dir: str |
         run_config=RunConfig(
             name=f"learner-{learner.job_id}",
             storage_path=launch.storage_path,
-            failure_config=FailureConfig(max_failures=launch.max_failures),
+            failure_config=FailureConfig(
+                max_failures=launch.max_failures, controller_failure_limit=launch.start_retries
+            ),
         ),
     )
 

@@ -4,6 +4,12 @@ Per step: take a batch of complete groups from the job's stream (never blocking 
 when the queue is full), compute the algorithm's loss, step the optimizer(s), bump the policy version,
 push weights every K steps (rank 0), checkpoint every N steps and only then ack the entries trained since
 the previous checkpoint (exactly-once across crashes, see learner/checkpoint.py).
+
+While it waits for a batch, rank 0 pushes its current weights to live replicas that are off its policy
+(restarted at version 0, a failed push; services/weights/catchup.py), so a job whose replicas restarted
+gets fresh trajectories again instead of waiting forever for them. A wait that gets nothing trainable
+for `stall_timeout_s` (all stale, dead-lettered, or nothing) fails the learner with the reason
+(learner/stall.py); `get_timeout_s` bounds one batch's wait while trainable data trickles in.
 """
 
 from __future__ import annotations
@@ -20,11 +26,12 @@ from learner import algorithms, checkpoint
 from learner import metrics as learner_metrics
 from learner.batch import collate, complete_groups
 from learner.critic import freeze_below
+from learner.stall import LearnerError, StallWatch, keep_alive
 from services.config import redis_client
 from services.jobspec import Algorithm, Hyper, JobSpec
 from services.queue import Batch, Item, QueueConfig, TrajectoryQueue
 from services.schemas import Trajectory
-from services.weights import WeightSender, WeightSyncConfig
+from services.weights import CatchUp, WeightSender, WeightSyncConfig
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +53,18 @@ class LearnerConfig(BaseModel):
     checkpoint_dir: str
     keep_checkpoints: int = Field(2, ge=1)
     ref_reset_every: int = Field(0, ge=0, description="COMAL: π_ref ← π every this many steps (0 = never).")
-    get_timeout_s: float = Field(600.0, gt=0, description="Fail the step if no batch arrives in this time.")
+    get_timeout_s: float = Field(
+        600.0, gt=0, description="Fail if one batch is not complete in this time (data arriving or not)."
+    )
+    stall_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="Fail when no trainable trajectory (all stale, dead-lettered or none) arrives for this "
+        "long, counted across learner restarts; a warning event at half of it.",
+    )
+    catch_up_every_s: float = Field(
+        2.0, gt=0, description="Rank 0 re-syncs replicas off its policy at most this often while waiting."
+    )
     queue: QueueConfig = Field(default_factory=QueueConfig)
     weight_sync: WeightSyncConfig = Field(default_factory=WeightSyncConfig)
     push_weights: bool = True
@@ -95,10 +113,6 @@ def _trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-class LearnerError(RuntimeError):
-    pass
-
-
 class Learner:
     def __init__(
         self,
@@ -135,6 +149,10 @@ class Learner:
         self.queue = TrajectoryQueue(self.client, cfg.job_id, cfg.queue)
         self.consumer = f"learner-{rank}"
         self.sender = WeightSender(self.client, cfg.job_id, cfg.weight_sync) if rank == 0 else None
+        self.catch_up = (
+            CatchUp(self.sender, every_s=cfg.catch_up_every_s) if self.sender and cfg.push_weights else None
+        )
+        self.stall = StallWatch(self.queue, self.consumer, cfg.stall_timeout_s)
         self.step_no, self.version = 0, 0
         self.held: list[Item] = []  # delivered, not yet in a complete group
         self.uncommitted: list[Item] = []  # trained, waiting for the next checkpoint to be acked
@@ -173,6 +191,7 @@ class Learner:
         """At least `batch_size` trajectories made of complete groups; partial groups stay held."""
         started = time.monotonic()
         deadline = started + self.cfg.get_timeout_s
+        self.stall.begin()
         while True:
             self._last_wait = time.monotonic() - started
             trajs = [i.trajectory for i in self.held]
@@ -187,11 +206,17 @@ class Learner:
                     f"no full batch within {self.cfg.get_timeout_s}s "
                     f"(holding {len(self.held)}); are the rollout replicas running?"
                 )
+            # without group structure take only what the batch lacks: nothing is held over to a later
+            # step, where it would be one version older than the bound it was admitted under
+            need = self.cfg.batch_size - len(done) if self.cfg.group_size == 1 else self.cfg.batch_size
+            mine = {i.entry_id for i in self.held + self.uncommitted}
             got = self.queue.get(
-                self.consumer, self.cfg.batch_size, block_ms=1000, learner_version=self.version
+                self.consumer, need, block_ms=1000, learner_version=self.version, holding=mine
             )
             self.held += got.items
+            self.stall.observe(got, self.version)  # raises LearnerError when stalled for too long
             self._touch()
+            self._catch_up()
 
     def _whole_groups(self, done: list[Trajectory]) -> int:
         """How many of `done` (grouped in order) to take: whole groups, at least batch_size."""
@@ -205,6 +230,10 @@ class Learner:
                 break
             n += k
         return n
+
+    def _keepalive(self):
+        """While a step, its push, checkpoint and report run, keep our entries from looking abandoned."""
+        return keep_alive(self.queue, self.consumer, lambda: self.held + self.uncommitted)
 
     def _touch(self) -> None:
         mine = self.held + self.uncommitted
@@ -242,6 +271,7 @@ class Learner:
         self.uncommitted += items
         stale = (batch.versions >= 0) & (batch.mask > 0)
         gen_versions = batch.versions[batch.versions >= 0]
+        trained_versions = batch.versions[stale]
         fin = batch.finished
         if fin.any():  # T-PPO: unfinished segments carry no reward yet; the curve is over finished ones
             stats["reward_mean"] = float(batch.seq_reward[fin].mean())
@@ -252,6 +282,7 @@ class Learner:
             finished=float(fin.sum()),
             trained_tokens=float(batch.mask.sum()),
             behaviour_version_max=float(gen_versions.max()) if gen_versions.numel() else -1.0,
+            behaviour_version_min=float(trained_versions.min()) if trained_versions.numel() else -1.0,
             staleness=float((self.version - 1 - batch.versions[stale]).float().mean())
             if stale.any()
             else 0.0,
@@ -272,19 +303,36 @@ class Learner:
         wait = getattr(self, "_last_wait", 0.0)
         stats["wait_s"] = wait
         stats["idle_ratio"] = wait / max(wait + stats["step_s"], 1e-9)
+        if self.catch_up is not None:  # cumulative catch-up pushes (replicas re-synced between steps)
+            stats.update(catchup_pushes=self.catch_up.pushes, catchup_ok=self.catch_up.ok)
         if self.rank == 0:
             learner_metrics.observe_step(self.cfg.job_id, stats, _reward_by_source(trajs))
         self.history.append(stats)
         return stats
 
+    def _named(self) -> list[tuple[str, torch.Tensor]]:
+        """What a push sends: every weight, or with train_layers the trained ones (the frozen ones are
+        the base model's on both sides, so base + these = this policy)."""
+        if self.cfg.train_layers:
+            return [(n, p.detach()) for n, p in self.base.named_parameters() if p.requires_grad]
+        return list(self.base.state_dict().items())
+
+    def _catch_up(self) -> None:
+        """Push the current weights to live replicas off the policy (rank 0; bounded, rate-limited)."""
+        if self.catch_up is None:
+            return
+        try:
+            res = self.catch_up.maybe(self._named, self.version, self.step_no, lag=self.cfg.push_every - 1)
+        except Exception as e:  # e.g. Redis restarting: the next wait tries again
+            log.warning("catch-up push v%d failed: %s", self.version, e)
+            return
+        if res is not None:
+            log.info("catch-up push v%d: ok %s, failed %s", self.version, res.ok, res.failed)
+
     def push(self) -> dict[str, float]:
         if not (self.cfg.push_weights and self.sender):
             return {}
-        if self.cfg.train_layers:  # frozen weights never change on the replicas: push the trained ones
-            named = [(n, p.detach()) for n, p in self.base.named_parameters() if p.requires_grad]
-        else:
-            named = list(self.base.state_dict().items())
-        res = self.sender.push(named, self.version, self.step_no)
+        res = self.sender.push(self._named(), self.version, self.step_no)
         if res.failed:
             log.warning(
                 "weight push v%d: %d replica(s) failed: %s", self.version, len(res.failed), res.failed
@@ -327,9 +375,11 @@ class Learner:
     def run(self, steps: int | None = None, on_step: Callable[[dict], None] | None = None) -> list[dict]:
         target = steps if steps is not None else self.cfg.steps
         while self.step_no < target:
-            stats = self.train_step(self.next_batch())
-            if on_step:
-                on_step(stats)
+            items = self.next_batch()
+            with self._keepalive():  # a step, its push, checkpoint and report may outlast claim_idle_ms
+                stats = self.train_step(items)
+                if on_step:
+                    on_step(stats)
         if self.uncommitted:
             self.commit()
         return self.history

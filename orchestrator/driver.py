@@ -4,7 +4,8 @@ until it is stopped. It holds no state that matters: tasks, seeds and statistics
 trajectories live in Redis, the learner's progress is read from the job's keys.
 
 States: `starting` → `running` (the loop runs) → `stopped` after `stop()`, or `failed` with the cause if
-the loop raised. The runner stops the driver when the job ends (services/jobs.py: only the learner
+the loop raised — for rejected rollout requests (orchestrator/failures.py) the message is the replica's
+error itself, so the job fails with it. The runner stops the driver when the job ends (services/jobs.py: only the learner
 reports success).
 """
 
@@ -39,6 +40,7 @@ class JobDriver:
 
     def _main(self) -> None:
         from orchestrator import loop
+        from orchestrator.failures import RolloutRejected
         from services.config import redis_client
         from services.jobs import rollout_app_name
         from services.queue import TrajectoryQueue
@@ -50,6 +52,9 @@ class JobDriver:
             self.state = "running"
             loop.run(self.job_id, self.spec, client, queue, self._stop)
             self.state, self.message = "stopped", "stopped by the runner"
+        except RolloutRejected as e:
+            self.state, self.message = "failed", str(e)[:2000]
+            log.error("job %s: rollout requests rejected: %s", self.job_id, e)
         except Exception as e:
             self.state, self.message = "failed", f"{type(e).__name__}: {e}"[:2000]
             log.exception("job %s: rollout loop failed", self.job_id)

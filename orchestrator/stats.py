@@ -1,6 +1,7 @@
 """What the driver saw of its rollouts, published in the job summary (`summary.rollout`; read by the
 CLI, Grafana and bench/ for P1/P7). Every result type reports the same `counts()`, so the statistics
-do not depend on the schedule that produced them."""
+do not depend on the schedule that produced them. Failed calls are split into rejected ones (a
+deterministic 4xx) and retried ones (transient: 5xx, timeouts, replicas restarting); see failures.py."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ class RolloutStats:
         self.replicas, self.every = replicas, publish_every_s
         self.t0, self.last = time.monotonic(), 0.0
         self.busy: dict[str, float] = {}
-        self.trajectories = self.finished = self.tokens = self.failures = 0
+        self.trajectories = self.finished = self.tokens = self.failures = self.rejected = 0
         self.rewards: list[float] = []
 
     def add(self, res: RolloutResult) -> None:
@@ -29,8 +30,10 @@ class RolloutStats:
         self.rewards += c.rewards
         del self.rewards[:-256]  # only the recent ones are reported
 
-    def failed(self) -> None:
+    def failed(self, rejected: bool = False) -> None:
+        """A failed request: `rejected` (a deterministic 4xx) or transient (retried)."""
         self.failures += 1
+        self.rejected += rejected
 
     def snapshot(self) -> dict[str, float]:
         wall = time.monotonic() - self.t0
@@ -41,6 +44,8 @@ class RolloutStats:
             "finished": self.finished,
             "tokens": self.tokens,
             "failed_calls": self.failures,
+            "rejected_calls": self.rejected,
+            "retried_calls": self.failures - self.rejected,
             "wall_s": round(wall, 3),
             "busy_s": round(busy, 3),
             "idle_ratio": round(max(0.0, 1.0 - busy / max(wall * self.replicas, 1e-9)), 4),

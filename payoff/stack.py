@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from gateway.server import GatewayServer
+from services.internal_auth import ensure_token
 
 
 class LocalStack:
@@ -51,6 +52,7 @@ class LocalStack:
         self.redis = RedisServer(self.data_dir / "local-redis").start()
         try:
             self._own_ray = not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
+            ensure_token(self.data_dir / "gateway")  # before Ray: its workers inherit the data plane's token
             init_ray(num_cpus=self.num_cpus, log_to_driver=not self.quiet)
             serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
             settings = GatewaySettings(
@@ -141,14 +143,18 @@ def main(argv: list[str] | None = None) -> int:
 
     from services.config import Settings
     from services.ray_utils import init_ray
-    from services.redis_server import RedisServer
+    from services.redis_server import RedisServer, RedisServerError
 
     base = Settings.from_env()
     redis_server = None
     if base.redis_url:
         redis_url = base.redis_url
     else:
-        redis_server = RedisServer(base.data_dir / "redis").start()
+        try:  # refused when another live redis-server holds this data dir (a second `payoff serve`)
+            redis_server = RedisServer(base.data_dir / "redis").start()
+        except RedisServerError as e:
+            print(f"payoff serve: {e}", file=sys.stderr)
+            return 1
         redis_url = redis_server.url
     admin_key = os.environ.get("PAYOFF_ADMIN_KEY") or _secret_file(
         base.data_dir / "gateway" / "admin_key", lambda: "pyf_admin_" + secrets.token_urlsafe(32)
@@ -158,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from gateway.settings import GatewaySettings, load_pepper
 
+        ensure_token(base.data_dir / "gateway")  # before Ray: its workers inherit the data plane's token
         init_ray(num_cpus=args.num_cpus)
         serve.start(http_options={"host": args.host, "port": args.serve_port})
         overrides = {"redis_url": redis_url, "admin_key": admin_key}

@@ -52,6 +52,12 @@ class Engine(abc.ABC):
     _version: int = 0
     _tok = None
     _manifest: dict[str, tuple[tuple[int, ...], str]] = {}
+    _max_context: int = 2048
+
+    @property
+    def max_context(self) -> int:
+        """Tokens a sequence may hold (prompt + generated): longer requests are refused, never attempted."""
+        return self._max_context
 
     @property
     def version(self) -> int:

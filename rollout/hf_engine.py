@@ -44,6 +44,7 @@ class HFEngine(Engine):
         self._eos = {e for e in eos + [self._tok.eos_token_id] if e is not None}
         self._pad = self._tok.pad_token_id if self._tok.pad_token_id is not None else min(self._eos)
         self._version = 0
+        self._max_context = int(getattr(self._model.config, "max_position_embeddings", 0) or 2048)
         self._gen_lock = threading.Lock()  # the model is not re-entrant: one batch at a time
         self._update_lock = threading.Lock()  # one weight update at a time
         self._pending: tuple[list[tuple[str, torch.Tensor]], int] | None = None

@@ -2,7 +2,9 @@
 
 Each replica owns one engine and, when it belongs to a job, a WeightReceiver that applies the learner's
 pushes between decode steps. A failed sync makes `check_health` fail, so Serve takes the replica out of
-rotation and replaces it (the new one registers and is re-synced by the next push).
+rotation and replaces it. A replica that (re)starts registers at version 0 and is caught up by the learner
+(services/weights/catchup.py); until then its job requests wait and then get a retryable 503
+(rollout/sync_gate.py), so no job token is generated behind the learner's weights.
 Concurrent requests are batched into one engine call (`serve.batch`).
 """
 
@@ -15,13 +17,14 @@ import time
 import uuid
 from typing import Any, Literal
 
-from fastapi import FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from rollout import metrics as rollout_metrics
 from rollout.engine import GenOutput, GenRequest, UpdateMode
+from services.internal_auth import require_internal
 from services.jobs import judge_app_name
 from services.jobspec import JobSpec
 from services.rollout_api import (
@@ -38,6 +41,7 @@ from services.rollout_api import (
     TrajectorySummary,
     WindowStepRequest,
     WindowStepResult,
+    cut_at_stop,
 )
 
 log = logging.getLogger(__name__)
@@ -57,6 +61,12 @@ class RolloutConfig(BaseModel):
     redis_url: str | None = None
     update_mode: UpdateMode = "keep"
     judge_app: str | None = Field(None, description="Serve app name of the judge for games that need one.")
+    sync_lag: int = Field(
+        0, ge=0, description="Versions a job's replica may trail the learner (push_weights_every - 1)."
+    )
+    sync_wait_s: float = Field(
+        30.0, ge=0, description="A job request waits this long for a replica behind the learner, then 503."
+    )
 
     @classmethod
     def from_job(cls, job_id: str, spec: JobSpec, redis_url: str | None) -> RolloutConfig:
@@ -69,6 +79,7 @@ class RolloutConfig(BaseModel):
             job_id=job_id,
             redis_url=redis_url,
             judge_app=judge_app_name(job_id),
+            sync_lag=spec.learner.push_weights_every - 1,
         )
 
     @classmethod
@@ -90,7 +101,8 @@ class RolloutConfig(BaseModel):
         )
 
 
-api = FastAPI(title="payoff rollout replica")
+# every HTTP route needs the internal token (services/internal_auth.py); handles bypass HTTP
+api = FastAPI(title="payoff rollout replica", dependencies=[Depends(require_internal)])
 
 
 @serve.deployment(health_check_period_s=2, health_check_timeout_s=30, graceful_shutdown_timeout_s=10)
@@ -107,14 +119,22 @@ class RolloutReplica:
         ctx = serve.get_replica_context()
         rid = getattr(getattr(ctx, "replica_id", None), "unique_id", None) or uuid.uuid4().hex[:8]
         self.replica_id = f"{ctx.deployment}-{rid}"
-        self.receiver = self.queue = None
+        self.receiver = self.queue = self.gate = None
         if self.cfg.job_id and self.cfg.redis_url:
+            from rollout.sync_gate import SyncGate
             from services.config import redis_client
             from services.queue import TrajectoryQueue
             from services.weights import WeightReceiver
 
             client = redis_client(self.cfg.redis_url)
             self.queue = TrajectoryQueue(client, self.cfg.job_id)
+            # no job request is generated behind the learner's weights (a restarted replica is re-synced)
+            self.gate = SyncGate(
+                lambda: self.engine.version,
+                self.queue.learner_version,
+                self.cfg.sync_lag,
+                self.cfg.sync_wait_s,
+            )
             device = getattr(self.engine, "device", "cpu")
             self.receiver = WeightReceiver(
                 client,
@@ -149,8 +169,14 @@ class RolloutReplica:
         return outs
 
     async def generate(self, request: GenRequest) -> GenOutput:
-        """Native token-level generation (DeploymentHandle callers)."""
+        """Native token-level generation (DeploymentHandle callers; chat goes through here too)."""
+        await self._synced()
         return await self._generate_batch(request)
+
+    async def _synced(self) -> None:
+        """A job's replica serves only at the learner's policy: wait for the sync, else 503 (sync_gate.py)."""
+        if self.gate is not None:
+            await self.gate.wait()
 
     # ------------------------------------------------------------------ HTTP
     @api.post("/v1/generate")
@@ -159,13 +185,7 @@ class RolloutReplica:
 
     @api.post("/v1/chat/completions", response_model_exclude_none=True)
     async def chat_completions(self, req: ChatRequest) -> ChatCompletion:
-        if req.stream:
-            raise HTTPException(400, "stream=true is not supported by this endpoint yet")
-        try:
-            prompt = self.engine.chat_prompt_ids([m.model_dump() for m in req.messages])
-        except Exception as e:
-            raise HTTPException(400, f"cannot apply the chat template: {e}") from None
-        max_tokens = req.max_completion_tokens or req.max_tokens or 256
+        prompt, max_tokens = self._chat_prompt(req)
         params = [
             SamplingParams(
                 max_tokens=max_tokens,
@@ -176,26 +196,7 @@ class RolloutReplica:
             for i in range(req.n)
         ]
         outs = await asyncio.gather(*[self.generate(GenRequest(prompt_ids=prompt, params=p)) for p in params])
-        tok = self.engine.tokenizer
-        choices = []
-        for i, o in enumerate(outs):
-            text = tok.decode(o.token_ids, skip_special_tokens=True)
-            logprobs = None
-            if req.logprobs:
-                logprobs = ChoiceLogprobs(
-                    content=[
-                        TokenLogprob(token=tok.decode([t]), logprob=lp)
-                        for t, lp in zip(o.token_ids, o.logprobs)
-                    ]
-                )
-            choices.append(
-                ChatChoice(
-                    index=i,
-                    finish_reason=o.finish_reason if o.finish_reason != "abort" else "stop",
-                    message=ChatMessage(role="assistant", content=text),
-                    logprobs=logprobs,
-                )
-            )
+        choices = [self._choice(i, o, req) for i, o in enumerate(outs)]
         completion = sum(len(o.token_ids) for o in outs)
         usage = ChatUsage(
             prompt_tokens=len(prompt),
@@ -211,6 +212,58 @@ class RolloutReplica:
             policy_versions=[sorted(set(o.versions)) for o in outs],
         )
 
+    def _chat_prompt(self, req: ChatRequest) -> tuple[list[int], int]:
+        """The prompt's token ids and the completion budget; 400 for what this endpoint cannot do."""
+        if req.stream:
+            raise HTTPException(400, "stream=true is served by the gateway, not by a replica")
+        if req.unsupported():
+            raise HTTPException(400, f"not supported by this endpoint: {', '.join(req.unsupported())}")
+        try:
+            prompt = self.engine.chat_prompt_ids([m.model_dump() for m in req.messages])
+        except Exception as e:
+            raise HTTPException(400, f"cannot apply the chat template: {e}") from None
+        max_tokens = req.max_completion_tokens or req.max_tokens or 256
+        room = self.engine.max_context - len(prompt)
+        if room < 1:
+            raise HTTPException(
+                400, f"the prompt has {len(prompt)} tokens; this model's context is {self.engine.max_context}"
+            )
+        if req.max_tokens is None and req.max_completion_tokens is None:
+            max_tokens = min(max_tokens, room)  # the default budget shrinks to fit
+        if max_tokens > room:
+            raise HTTPException(
+                400,
+                f"the prompt ({len(prompt)} tokens) plus max_tokens ({max_tokens}) exceeds this model's "
+                f"context of {self.engine.max_context} tokens",
+            )
+        return prompt, max_tokens
+
+    def _choice(self, i: int, o: GenOutput, req: ChatRequest) -> ChatChoice:
+        tok = self.engine.tokenizer
+        ids, lps, finish = o.token_ids, o.logprobs, o.finish_reason if o.finish_reason != "abort" else "stop"
+        text = tok.decode(ids, skip_special_tokens=True)
+        text, stopped = cut_at_stop(text, req.stops())
+        if stopped:  # keep the tokens that make up the text before the stop string
+            lo, hi = 0, len(ids)
+            while lo < hi:
+                mid = (lo + hi) // 2
+                lo, hi = (
+                    (mid + 1, hi)
+                    if len(tok.decode(ids[:mid], skip_special_tokens=True)) < len(text)
+                    else (lo, mid)
+                )
+            ids, lps, finish = ids[:lo], lps[:lo], "stop"
+        logprobs = None
+        if req.logprobs:
+            content = [TokenLogprob(token=tok.decode([t]), logprob=lp) for t, lp in zip(ids, lps)]
+            logprobs = ChoiceLogprobs(content=content)
+        return ChatChoice(
+            index=i,
+            finish_reason=finish,
+            message=ChatMessage(role="assistant", content=text),
+            logprobs=logprobs,
+        )
+
     @api.post("/v1/episodes")
     async def episodes(self, req: EpisodeRequest) -> EpisodeResult:
         from rollout.episodes import EpisodeRunner
@@ -218,6 +271,7 @@ class RolloutReplica:
         if req.enqueue and self.queue is None:
             raise HTTPException(409, "this replica belongs to no job: enqueue needs job_id and redis_url")
         make = self._env_factory(req.env, req.data, req.options)
+        await self._synced()
         runner = EpisodeRunner(
             self.engine,
             make,
@@ -308,6 +362,7 @@ class RolloutReplica:
                 ),
             )
         lock, rollout = self._windows[key]
+        await self._synced()
         async with lock:  # one step at a time per rollout: a sequence must not be in two steps
             t0 = time.perf_counter()
             segments = await asyncio.to_thread(rollout.step)
@@ -354,6 +409,7 @@ class RolloutReplica:
             "version": self.engine.version,
             "engine": self.engine.name,
             "pid": os.getpid(),
+            "synced": None if self.gate is None else self.gate.synced,  # at the learner's policy?
         }
 
     @api.get("/metrics", response_class=PlainTextResponse)

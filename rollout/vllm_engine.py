@@ -34,6 +34,7 @@ class VLLMEngine(Engine):
         self._llm = LLM(**compat.engine_kwargs(self.model_path, dtype, max_model_len, on_cpu, dict(extra)))
         self._tok = self._llm.get_tokenizer()
         self._version = 0
+        self._max_context = int(max_model_len)
         self._lock = threading.Lock()
         self._manifest = compat.checkpoint_manifest(self.model_path)
 

@@ -4,11 +4,17 @@ process, whichever one called `start` (services/jobs.py: components must be re-a
 
 The actor exposes `status() -> (state, message)` with a JobComponent state, or `stopped` once it was
 told to stop (reported as `absent`); `stop()` (optional) ends its work gracefully before it is killed.
+
+`stop` releases every Ray resource the actor held, alive or already dead: it kills the actor, waits for
+the actors it created (a Ray Train controller and its workers, ...) to die and removes the placement
+groups they created (services/ray_utils.release_owned), bounded by STOP_TIMEOUT_S + RELEASE_TIMEOUT_S; what
+is still held then is raised, so the runner records it in the job's events.
 """
 
 from __future__ import annotations
 
 from services.jobs import ComponentStatus, JobRecord, RunContext
+from services.ray_utils import RELEASE_TIMEOUT_S, release_owned
 
 NAMESPACE = "payoff"
 STATUS_TIMEOUT_S = 30.0
@@ -38,7 +44,8 @@ class DetachedActorComponent:
             return None
 
     def start(self, job: JobRecord) -> None:
-        if self._actor(job) is None:
+        if self._actor(job) is None:  # a relaunch first frees what a dead predecessor still holds
+            release_owned(self.actor_name(job), NAMESPACE, timeout_s=RELEASE_TIMEOUT_S)
             self.launch(job, self.actor_name(job))
 
     def poll(self, job: JobRecord) -> ComponentStatus:
@@ -59,11 +66,10 @@ class DetachedActorComponent:
         import ray
 
         actor = self._actor(job)
-        if actor is None:
-            return
-        if self.graceful_stop:
+        if actor is not None and self.graceful_stop:
             try:
                 ray.get(actor.stop.remote(), timeout=STOP_TIMEOUT_S)
             except Exception:  # it is killed next either way
                 pass
-        ray.kill(actor, no_restart=True)
+        # also when the actor is gone (killed, crashed): what it created may still hold CPUs
+        release_owned(self.actor_name(job), NAMESPACE, timeout_s=RELEASE_TIMEOUT_S)

@@ -104,10 +104,11 @@ def driver_actor_name(job_id: str) -> str:
 
 # ---------------------------------------------------------------- records
 class ComponentStatus(BaseModel):
-    """What `JobComponent.poll` reports. `absent`: nothing is deployed (never started, or gone)."""
+    """What `JobComponent.poll` reports. `absent`: nothing is deployed (never started, or gone). `ended` is
+    the runner's own mark on every component of a job it tore down (components never report it)."""
 
     model_config = ConfigDict(extra="forbid")
-    state: Literal["absent", "starting", "running", "succeeded", "failed"]
+    state: Literal["absent", "starting", "running", "succeeded", "failed", "ended"]
     message: str = ""
 
 

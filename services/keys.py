@@ -78,6 +78,11 @@ def jobs_of_tenant(tenant: str) -> str:
     return f"{PREFIX}:jobs:tenant:{tenant}"
 
 
+def unfinished_jobs_of_tenant(tenant: str) -> str:
+    """Zset of a tenant's queued/starting/running jobs (the per-tenant concurrent-jobs quota)."""
+    return f"{PREFIX}:jobs:tenant:{tenant}:unfinished"  # tenants have no ':' in their names
+
+
 def jobs_in_state(state: str) -> str:
     return f"{PREFIX}:jobs:state:{state}"
 

@@ -73,6 +73,23 @@ _ray_lock = threading.Lock()
 _ray_thread: threading.Thread | None = None
 
 
+def forget_job(job_id: str) -> int:
+    """Remove every series of one job from this process's registry (after the job ended and its grace
+    period passed), so /metrics does not grow with every job ever run. Returns the series removed."""
+    removed = 0
+    for collector in list(REGISTRY._collector_to_names):
+        names = tuple(getattr(collector, "_labelnames", ()))
+        if "job" not in names:
+            continue
+        at = names.index("job")
+        with collector._lock:
+            keys = [k for k in collector._metrics if k[at] == job_id]
+        for key in keys:
+            collector.remove(*key)
+            removed += 1
+    return removed
+
+
 def mirror_to_ray() -> int:
     """Set a `ray.util.metrics.Gauge` per payoff_* sample name to the sample's current value (counters, and
     histogram `_bucket` (with `le`) / `_sum` / `_count` included, so rate() and histogram_quantile() work the

@@ -11,6 +11,8 @@ Guarantees (tested against a real redis-server):
   stream length is exactly the work in flight. A consumer acks only entries it still owns.
 - staleness: trajectories whose oldest token lags the learner by more than `max_staleness` versions are
   moved to the job's stale stream (policy 'drop') or delivered and counted (policy 'count').
+- stall clock: how long each consumer has waited without a trainable delivery, kept in the stats hash so
+  a restarted learner continues it (`add_stall` / `clear_stall`; `stats()["stalled_s"]`).
 Keys share the `{job}` hash tag so the Lua scripts also work on Redis Cluster.
 """
 
@@ -34,6 +36,7 @@ from services.schemas import Trajectory
 log = logging.getLogger(__name__)
 
 GROUP = "learners"
+STALL = "stall:"  # stats-hash field prefix of a consumer's stall clock (seconds, a float)
 
 
 class QueueConfig(BaseModel):
@@ -86,6 +89,10 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.items)
+
+
+def _sid(eid: bytes | str) -> str:
+    return eid.decode() if isinstance(eid, bytes) else eid
 
 
 class TrajectoryQueue:
@@ -167,16 +174,23 @@ class TrajectoryQueue:
         return int(v) if v is not None else 0
 
     def get(
-        self, consumer: str, count: int, block_ms: int = 1000, learner_version: int | None = None
+        self,
+        consumer: str,
+        count: int,
+        block_ms: int = 1000,
+        learner_version: int | None = None,
+        holding: set[str] | frozenset[str] = frozenset(),
     ) -> Batch:
         """Up to `count` trajectories for `consumer`: re-deliveries from dead consumers first, then new ones.
 
         Blocks up to `block_ms` only when nothing at all is available. Keep block_ms below the client's
-        socket timeout so a blocked read never looks like a dead server.
+        socket timeout so a blocked read never looks like a dead server. `holding`: entry ids the consumer
+        already has (its own entries idle past `claim_idle_ms`, e.g. during a long weight push, are
+        reclaimed by it like a dead consumer's; they are not delivered again, nor judged stale).
         """
         batch = Batch(consumer)
         version = self.learner_version() if learner_version is None else learner_version
-        raw = self._reclaim(consumer, count, batch)
+        raw = [x for x in self._reclaim(consumer, count, batch) if _sid(x[0]) not in holding]
         if len(raw) < count:
             resp = self.r.xreadgroup(
                 GROUP,
@@ -188,7 +202,7 @@ class TrajectoryQueue:
             for _, entries in resp or []:
                 raw += [(eid, fields, 1) for eid, fields in entries]
         for eid, fields, deliveries in raw:
-            self._admit(batch, eid.decode() if isinstance(eid, bytes) else eid, fields, deliveries, version)
+            self._admit(batch, _sid(eid), fields, deliveries, version)
         metrics.QUEUE_GET.labels(self.job_id).inc(len(batch))
         return batch
 
@@ -303,6 +317,15 @@ class TrajectoryQueue:
             )
         return n
 
+    def add_stall(self, consumer: str, seconds: float) -> float:
+        """Add to `consumer`'s time without a trainable delivery; returns its total (which survives a
+        restart of the consumer: the learner's stall timeout counts across restarts)."""
+        return float(self.r.hincrbyfloat(self.stats_key, STALL + consumer, max(0.0, seconds)))
+
+    def clear_stall(self, consumer: str) -> None:
+        """`consumer` got trainable data again: its stall clock restarts from zero."""
+        self.r.hdel(self.stats_key, STALL + consumer)
+
     # ---------------------------------------------------------------- operations
     def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
         out = []
@@ -338,7 +361,9 @@ class TrajectoryQueue:
         pipe.xlen(self.dead_stream)
         pipe.hgetall(self.stats_key)
         depth, pending, dead_len, counters = pipe.execute()
-        out = {k.decode(): int(v) for k, v in counters.items()}
+        stalls = [float(v) for k, v in counters.items() if k.startswith(STALL.encode())]
+        out = {k.decode(): int(v) for k, v in counters.items() if not k.startswith(STALL.encode())}
+        out["stalled_s"] = int(max(stalls, default=0.0))  # the longest current wait without trainable data
         pending_n = int(pending["pending"]) if pending else 0
         out.update(depth=depth, pending=pending_n, lag=depth - pending_n, dead_letters=dead_len)
         for key in ("put", "acked", "dead", "stale"):

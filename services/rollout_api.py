@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.jobspec import LengthProfile
 from services.schemas import Episode
@@ -37,22 +37,62 @@ class SamplingParams(BaseModel):
 
 
 # ---------------------------------------------------------------- OpenAI-compatible chat (subset)
+MAX_MESSAGE_CHARS = 262_144  # one message; the replica also checks the prompt against the model's context
+MAX_SEED = 2**62
+
+
 class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     role: Literal["system", "user", "assistant", "tool"]
-    content: str
+    content: str = Field(max_length=MAX_MESSAGE_CHARS)
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_usage: bool = False
 
 
 class ChatRequest(BaseModel):
-    model: str | None = None
-    messages: list[ChatMessage] = Field(min_length=1)
+    """The subset of OpenAI's chat request payoff implements. Any other field is kept aside
+    (`model_extra`) so the gateway can refuse it by name with a 400 instead of ignoring it."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str | None = Field(None, max_length=200)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=256)
     max_tokens: int | None = Field(None, ge=1, le=32768)
     max_completion_tokens: int | None = Field(None, ge=1, le=32768)
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    seed: int | None = None
+    temperature: float = Field(1.0, ge=0, le=2, allow_inf_nan=False)
+    top_p: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    stop: str | list[str] | None = Field(
+        None, description="Up to 4 strings; the reply ends before the first."
+    )
     logprobs: bool = False
     n: int = Field(1, ge=1, le=16)
     stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = Field(None, max_length=256, description="The end user's id (accepted, not stored).")
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, v):
+        stops = [v] if isinstance(v, str) else list(v or [])
+        if len(stops) > 4 or any(not x or len(x) > 256 for x in stops):
+            raise ValueError("stop takes at most 4 non-empty strings of at most 256 characters")
+        return stops or None
+
+    def unsupported(self) -> list[str]:
+        """Fields an OpenAI client may send that this endpoint does not implement."""
+        return sorted(self.model_extra or {})
+
+    def stops(self) -> list[str]:
+        return list(self.stop or [])
+
+
+def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
+    """The text before the first stop string, and whether one was found (OpenAI's `stop`)."""
+    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
 
 
 class TokenLogprob(BaseModel):
@@ -85,6 +125,29 @@ class ChatCompletion(BaseModel):
     choices: list[ChatChoice]
     usage: ChatUsage
     policy_versions: list[list[int]] = Field(description="Policy versions that wrote each choice's tokens.")
+
+    def chunks(self, include_usage: bool = False) -> list[dict]:
+        """The completion as OpenAI `chat.completion.chunk` objects (role, content, finish reason per choice;
+        then usage if asked for), for `stream: true`."""
+        base = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+        }
+        out = []
+        for c in self.choices:
+            i = c.index
+            out.append(
+                base | {"choices": [{"index": i, "delta": {"role": "assistant"}, "finish_reason": None}]}
+            )
+            if c.message.content:
+                delta = {"content": c.message.content}
+                out.append(base | {"choices": [{"index": i, "delta": delta, "finish_reason": None}]})
+            out.append(base | {"choices": [{"index": i, "delta": {}, "finish_reason": c.finish_reason}]})
+        if include_usage:
+            out.append(base | {"choices": [], "usage": self.usage.model_dump()})
+        return out
 
     def to_openai(self) -> dict:
         """The JSON an OpenAI client expects (no `logprobs` key unless they were asked for)."""

@@ -9,6 +9,9 @@ import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# the data plane's HTTP routes need the internal token (services/internal_auth.py); set before Ray starts so
+# every Ray worker of the session inherits it
+os.environ.setdefault("PAYOFF_INTERNAL_TOKEN", uuid.uuid4().hex)
 
 
 @pytest.fixture(scope="session")

@@ -20,3 +20,27 @@ def make_trajectory(job_id: str, version: int = 0, n_prompt: int = 4, n_gen: int
         reward=1.0,
         **kw,
     )
+
+
+class _Internal:
+    """httpx with the deployment's internal token: the data plane's HTTP routes (rollout replicas, judges)
+    refuse calls without it (services/internal_auth.py)."""
+
+    @staticmethod
+    def post(url, **kw):
+        import httpx
+
+        from services.internal_auth import headers
+
+        return httpx.post(url, headers=headers(), **kw)
+
+    @staticmethod
+    def get(url, **kw):
+        import httpx
+
+        from services.internal_auth import headers
+
+        return httpx.get(url, headers=headers(), **kw)
+
+
+INTERNAL = _Internal()

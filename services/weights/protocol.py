@@ -1,4 +1,5 @@
-"""Weight-sync protocol between the learner (WeightSender) and rollout replicas (WeightReceiver).
+"""Weight-sync protocol between the learner (WeightSender, here) and rollout replicas (WeightReceiver,
+services/weights/receiver.py).
 
 Control plane: Redis, already shared by both sides and surviving restarts. A replica registers and
 heartbeats in the hash `keys.weight_replicas(job)` (its version, apply status and a registration nonce,
@@ -13,9 +14,13 @@ Invariants:
   - a replica applies a version only after every bucket arrived and every checksum matched; until its
     next good sync a failed one leaves it unhealthy (its Serve health check then fails);
   - one group per replica isolates failures: a dead or slow replica times out alone, is reported in
-    PushResult.failed, and is included again (full weights) in the next push;
+    PushResult.failed, and is included again (full weights) in the next push once it has heartbeated (or
+    re-registered) since: a replica killed with SIGKILL, whose record still looks live for
+    `live_after_s`, costs one failed push, not a rendezvous timeout at every push;
   - every wait has a timeout (`timeout_s`: the rendezvous, each bucket, the apply ack), so the learner
     never blocks forever; a push takes at most about (buckets + 3) x timeout_s, whatever the replicas do;
+    the ack wait also ends once the replica's heartbeat has not moved for `live_after_s` (it died after
+    the data landed);
   - pushes are sequential: an announcement supersedes every earlier one (whose push is over), so a
     replica that fell behind handles only the newest one addressed to it, and ignores one addressed to
     a previous registration of its id (another nonce).
@@ -24,10 +29,7 @@ Invariants:
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -36,11 +38,11 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services import keys
-from services.codec import decode, encode
+from services.codec import encode
 from services.schemas import TensorMeta, WeightVersion
-from services.weights.packing import TRAILER, BufferPool, Named, digest, pack, plan_buckets, unpack
-from services.weights.transports import ReceiverTransport, get_transport
-from services.weights.transports.base import BucketFeed, Info, WeightSyncError, resolve_backend
+from services.weights.packing import TRAILER, Named, digest, pack, plan_buckets
+from services.weights.transports import get_transport
+from services.weights.transports.base import BucketFeed, Info, resolve_backend
 
 
 class WeightSyncConfig(BaseModel):
@@ -77,6 +79,10 @@ def _error(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
+def _beat_of(record: dict) -> tuple:
+    return record.get("heartbeat"), record.get("nonce")
+
+
 # ---------------------------------------------------------------- sender (learner rank 0)
 class WeightSender:
     def __init__(self, client: redis.Redis, job_id: str, config: WeightSyncConfig | None = None):
@@ -84,6 +90,7 @@ class WeightSender:
         self.replicas_key, self.stream = keys.weight_replicas(job_id), keys.weight_stream(job_id)
         self.transport = get_transport(self.cfg.transport).sender(self.cfg.host, self.cfg.timeout_s)
         self._buffers: list[torch.Tensor] = []  # packed buckets, reused push after push
+        self._failed_at: dict[str, tuple] = {}  # replica -> its (heartbeat, nonce) after a push it missed
 
     def live_replicas(self) -> dict[str, dict]:
         return self._live(self._records())
@@ -142,7 +149,8 @@ class WeightSender:
                 result.ok.append(rid)
         if rendezvous:
             self._buffers = [b for b in buckets.items[:n_buckets] if b is not None]
-        result.bytes = sum(m.nbytes for m in metas) * len(targets)
+        self._remember(result, skipped=set(targets) - set(rendezvous))
+        result.bytes = sum(m.nbytes for m in metas) * len(rendezvous)
         result.seconds = time.perf_counter() - t0
         return result
 
@@ -152,11 +160,24 @@ class WeightSender:
         out: dict[str, Info] = {}
         for rid in targets:
             record = records.get(rid, {})
+            if rid in self._failed_at and self._failed_at[rid] == _beat_of(record):
+                result.failed[rid] = "skipped: no heartbeat since the push it missed (is its process gone?)"
+                continue
             try:
                 out[rid] = {**self.transport.prepare(rid, record, backend), "nonce": record.get("nonce")}
             except Exception as e:  # e.g. no free port: this replica fails, the others go ahead
                 result.failed[rid] = _error(e)
         return out
+
+    def _remember(self, result: PushResult, skipped: set[str]) -> None:
+        """Note the heartbeat of each replica that missed this push without answering (an apply that it
+        reported failed means it is alive); it is pushed to again once that changes."""
+        for rid in result.ok:
+            self._failed_at.pop(rid, None)
+        for rid, why in result.failed.items():
+            if rid not in skipped and not why.startswith("failed v"):
+                raw = self.r.hget(self.replicas_key, rid)
+                self._failed_at[rid] = _beat_of(json.loads(raw) if raw else {})
 
     def _announce(self, manifest: WeightVersion, backend: str, rendezvous: dict[str, Info]) -> None:
         self.r.xadd(
@@ -217,7 +238,10 @@ class WeightSender:
             self.transport.finish(rid, ok)
 
     def _await_ack(self, rid: str, version: int) -> str | None:
+        """Poll the replica's record for the apply; give up at `timeout_s`, or once its heartbeat (written
+        by its own thread, also during a long apply) has not moved for `live_after_s`: it is gone."""
         deadline, pause = time.monotonic() + self.cfg.timeout_s, 0.0005
+        beat, beat_at = None, time.monotonic()
         while time.monotonic() < deadline:
             raw = self.r.hget(self.replicas_key, rid)
             info = json.loads(raw) if raw else {}
@@ -225,176 +249,10 @@ class WeightSender:
                 return None
             if info.get("status", "").startswith("failed") and info.get("attempted") == version:
                 return info["status"]
+            if info.get("heartbeat") != beat:
+                beat, beat_at = info.get("heartbeat"), time.monotonic()
+            elif time.monotonic() - beat_at > self.cfg.live_after_s:
+                return f"no apply acknowledgement for v{version}: no heartbeat for {self.cfg.live_after_s:g}s"
             time.sleep(pause)  # polls fast while an apply is typically landing, then every 20 ms
             pause = min(2 * pause, 0.02)
         return f"no apply acknowledgement for v{version} within {self.cfg.timeout_s}s"
-
-
-# ---------------------------------------------------------------- receiver (inside a rollout replica)
-class WeightReceiver:
-    """Background threads: heartbeat, and wait for pushes addressed to this replica, receive, verify, apply.
-
-    `apply(named, version)` swaps the weights (e.g. Engine.load_weights); a failed sync marks the replica
-    unhealthy (its Serve health check then fails, taking it out of rotation) until the next good sync.
-    The transport is the one each announcement names (the sender's choice), whatever `config.transport`.
-    """
-
-    def __init__(
-        self,
-        client: redis.Redis,
-        job_id: str,
-        replica_id: str,
-        apply,
-        version: int = 0,
-        device: torch.device | str = "cpu",
-        config: WeightSyncConfig | None = None,
-    ):
-        self.r, self.job_id, self.rid, self.apply = client, job_id, replica_id, apply
-        self.cfg = config or WeightSyncConfig()
-        self.device = torch.device(device)
-        self.replicas_key, self.stream = keys.weight_replicas(job_id), keys.weight_stream(job_id)
-        self.version, self.status, self.attempted = version, "ok", -1
-        self.last_error: str | None = None
-        self.nonce = uuid.uuid4().hex  # this registration; a new one at every start()
-        self._stop = threading.Event()
-        self._beat_lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
-        self._transports: dict[str, ReceiverTransport] = {}
-        self._pool = BufferPool(self.device)  # receive buffers, reused push after push
-
-    @property
-    def healthy(self) -> bool:
-        return self.status == "ok"
-
-    @property
-    def transport(self) -> ReceiverTransport | None:
-        """The transport the last announcement used (None before the first one)."""
-        return next(iter(self._transports.values()), None)
-
-    def start(self) -> WeightReceiver:
-        self._stop.clear()
-        self.nonce = uuid.uuid4().hex
-        self._cursor = self._last_id()
-        self._beat()
-        for target in (self._heartbeat_loop, self._listen_loop):
-            th = threading.Thread(target=target, name=f"weights-{target.__name__}", daemon=True)
-            th.start()
-            self._threads.append(th)
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        for th in self._threads:
-            th.join(timeout=5)
-        self._threads = []
-        self.r.hdel(self.replicas_key, self.rid)
-        for t in self._transports.values():
-            t.close()
-        self._transports = {}
-
-    def _last_id(self) -> str:
-        last = self.r.xrevrange(self.stream, count=1)
-        return last[0][0].decode() if last else "0-0"
-
-    def _beat(self) -> None:
-        with self._beat_lock:  # both threads beat: the last write must carry the latest state
-            transport = self.transport
-            self.r.hset(
-                self.replicas_key,
-                self.rid,
-                json.dumps(
-                    {
-                        "version": self.version,
-                        "status": self.status,
-                        "attempted": self.attempted,
-                        "heartbeat": time.time(),
-                        "host": socket.gethostname(),
-                        "nonce": self.nonce,
-                        "group": transport.held if transport else None,
-                    }
-                ),
-            )
-
-    def _heartbeat_loop(self) -> None:
-        while not self._stop.wait(self.cfg.heartbeat_s):
-            try:
-                self._beat()
-            except redis.RedisError:
-                pass  # Redis restarting: the next beat re-registers
-
-    def _listen_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                resp = self.r.xread({self.stream: self._cursor}, count=100, block=500)
-            except redis.RedisError:
-                time.sleep(0.5)
-                continue
-            newest = None  # only the newest announcement addressed to us counts (pushes are sequential)
-            for _, entries in resp or []:
-                for eid, fields in entries:
-                    self._cursor = eid.decode()
-                    info = self._addressed(fields)
-                    if info is not None:
-                        newest = (fields, info)
-            if newest is not None and not self._stop.is_set():
-                self._receive(*newest)
-
-    def _addressed(self, fields: dict) -> Info | None:
-        try:
-            info = json.loads(fields[b"rendezvous"]).get(self.rid)
-        except (KeyError, ValueError):
-            return None  # not an announcement this protocol version understands
-        if info is None or info.get("nonce") not in (None, self.nonce):
-            return None  # not for us, or for a previous registration of this replica id
-        return info
-
-    def _transport(self, name: str) -> ReceiverTransport:
-        if name not in self._transports:
-            spec = get_transport(name)
-            for old in self._transports.values():  # the sender switched transports
-                old.close()
-            self._transports = {name: spec.receiver(self.cfg.timeout_s)}
-        return self._transports[name]
-
-    def _receive(self, fields: dict, info: Info) -> None:
-        manifest = decode(fields[b"manifest"], WeightVersion)
-        self.attempted = manifest.version
-        transport = None
-        try:
-            transport = self._transport(fields.get(b"transport", b"per_push").decode())
-            named = self._fetch(
-                transport, manifest, fields[b"host"].decode(), fields[b"backend"].decode(), info
-            )
-            self.apply(named, manifest.version)
-            transport.finish(True)
-            self._pool.recycle()  # apply() copied the weights out: keep the buffers for the next push
-            self.version, self.status, self.last_error = manifest.version, "ok", None
-        except Exception as e:
-            if transport is not None:
-                transport.finish(False)
-            self._pool.discard()  # a dropped group's late receive could still write into them
-            self.status = f"failed v{manifest.version}: {_error(e)}"
-            self.last_error = self.status
-        self._beat()
-
-    def _fetch(
-        self, transport: ReceiverTransport, manifest: WeightVersion, host: str, backend: str, info: Info
-    ) -> Named:
-        """Receive every bucket and the trailer, verify the checksums, return views of the buffers."""
-        if manifest.checksum != TRAILER:
-            raise WeightSyncError(f"unsupported checksum scheme {manifest.checksum!r} (sender too new?)")
-        per_bucket = [[m for m in manifest.tensors if m.bucket == b] for b in range(manifest.num_buckets)]
-        bufs = [self._pool.take(sum(m.nbytes for m in metas)) for metas in per_bucket]
-        trailer = torch.empty((manifest.num_buckets, 2), dtype=torch.int64, device=self.device)
-        sums: list[tuple[int, int]] = []
-
-        def landed(b: int) -> None:
-            if b < len(bufs):
-                sums.append(digest(bufs[b]))
-
-        transport.receive(host, backend, info, bufs + [trailer], landed)
-        expected = [tuple(int(x) for x in row) for row in trailer.cpu().tolist()]
-        bad = [b for b, (got, want) in enumerate(zip(sums, expected)) if got != want]
-        if bad:
-            raise WeightSyncError(f"buckets {bad} of v{manifest.version} failed their checksum")
-        return [pair for buf, metas in zip(bufs, per_bucket) for pair in unpack(buf, metas)]

@@ -174,7 +174,7 @@ def test_default_render_contents():
     sts = kinds["StatefulSet"][0]
     assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "10Gi"
     secret = kinds["Secret"][0]
-    for key in ("PAYOFF_ADMIN_KEY", "PAYOFF_API_KEY_PEPPER"):
+    for key in ("PAYOFF_ADMIN_KEY", "PAYOFF_API_KEY_PEPPER", "PAYOFF_INTERNAL_TOKEN"):
         assert len(base64.b64decode(secret["data"][key])) >= 24  # generated, long enough for GatewaySettings
     rs = kinds["RayService"][0]["spec"]["rayClusterConfig"]
     assert [g["groupName"] for g in rs["workerGroupSpecs"]] == ["cpu"]
@@ -189,6 +189,12 @@ def test_default_render_contents():
         assert {"name": RAY_EXPORT_ENV, "value": "1"} in c["env"]
         assert g["rayStartParams"]["metrics-export-port"] == "8080"
         assert {"containerPort": 8080, "name": "metrics"} in c["ports"]
+        # the data plane's internal token reaches every Ray pod (rollout and judge HTTP routes need it)
+        token = next(e for e in c["env"] if e["name"] == "PAYOFF_INTERNAL_TOKEN")
+        assert token["valueFrom"]["secretKeyRef"] == {
+            "name": secret["metadata"]["name"],
+            "key": "PAYOFF_INTERNAL_TOKEN",
+        }
     # every dashboard of deploy/grafana ships in the sidecar ConfigMap, byte for byte
     cm = kinds["ConfigMap"][0]
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
@@ -207,6 +213,10 @@ def test_external_redis_ingress_servicemonitor():
         ("http", "/rollout/metrics"),
         ("http", "/judge/metrics"),
     }
+    # the apps' own routes are internal: their scrapes send the token from the (existing) Secret
+    auth = {e["path"]: e.get("authorization") for e in sm["spec"]["endpoints"]}
+    token = {"type": "Bearer", "credentials": {"name": "my-keys", "key": "PAYOFF_INTERNAL_TOKEN"}}
+    assert auth == {"/metrics": None, "/rollout/metrics": token, "/judge/metrics": token}
     svc = next(s for s in kinds["Service"] if s["metadata"]["name"] == "rel-payoff-gateway")
     assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
     # Ray's agent is still scraped on every Ray pod (ray_*, ray_serve_*), but payoff_* is not mirrored into it

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 
-import httpx
 import pytest
 from ray import serve
 
 from rollout.serve import RolloutConfig, build_app
+from tests.helpers import INTERNAL
 
 
 @pytest.mark.slow
@@ -18,14 +18,14 @@ def test_rollout_replica_metrics_endpoint(serve_url, tiny_model_path):
     serve.run(build_app(cfg), name=name, route_prefix=f"/{name}")
     try:
         url = f"{serve_url}/{name}"
-        r = httpx.post(
+        r = INTERNAL.post(
             f"{url}/v1/generate",
             json={"prompt_ids": [1, 291, 201], "params": {"max_tokens": 4, "temperature": 0}},
             timeout=120,
         )
         assert r.status_code == 200, r.text
         generated = len(r.json()["token_ids"])
-        m = httpx.get(f"{url}/metrics", timeout=30)
+        m = INTERNAL.get(f"{url}/metrics", timeout=30)
         assert m.status_code == 200 and m.headers["content-type"].startswith("text/plain")
         text = m.text
         tokens = re.search(

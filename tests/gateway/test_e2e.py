@@ -6,6 +6,7 @@ the job's model; the gateway is killed mid-job (lease abandoned) and a new one f
 from __future__ import annotations
 
 import functools
+import json
 import time
 from pathlib import Path
 
@@ -105,7 +106,39 @@ def test_job_lifecycle_chat_steer_restart(ray_session, serve_url, tiny_model_pat
                 "/v1/chat/completions", json=body | {"model": None}, headers={"X-Payoff-Job": jid}
             )
             assert by_header.json()["choices"][0]["message"] == out["choices"][0]["message"]  # greedy
-            assert c.post("/v1/chat/completions", json=body | {"stream": True}).status_code == 400
+            # stream: OpenAI chunks (role, content, finish reason, usage when asked), then [DONE]
+            streamed = c.post(
+                "/v1/chat/completions",
+                json=body | {"stream": True, "stream_options": {"include_usage": True}},
+            )
+            assert streamed.status_code == 200 and streamed.headers["content-type"].startswith(
+                "text/event-stream"
+            )
+            events = [
+                ln.removeprefix("data: ") for ln in streamed.text.splitlines() if ln.startswith("data: ")
+            ]
+            assert events[-1] == "[DONE]"
+            chunks = [json.loads(e) for e in events[:-1]]
+            assert all(ch["object"] == "chat.completion.chunk" and ch["model"] == jid for ch in chunks)
+            text = "".join(ch["choices"][0]["delta"].get("content", "") for ch in chunks if ch["choices"])
+            assert text == out["choices"][0]["message"]["content"]  # greedy: the same reply
+            assert chunks[-1]["usage"] == out["usage"]
+            # fields we do not implement are refused by name, never ignored
+            r = c.post("/v1/chat/completions", json=body | {"tools": [], "presence_penalty": 1})
+            assert r.status_code == 400 and "presence_penalty, tools" in r.json()["detail"]
+            # stop strings end the reply before them; a prompt beyond the context is a 400, not a crash
+            reply = out["choices"][0]["message"]["content"]
+            if len(reply) > 1:
+                stop = reply[1:3]
+                cut = c.post("/v1/chat/completions", json=body | {"stop": [stop]}).json()
+                assert cut["choices"][0]["message"]["content"] == reply[: reply.find(stop)]
+                assert cut["choices"][0]["finish_reason"] == "stop"
+            huge = body | {"messages": [{"role": "user", "content": "hello " * 40_000}]}
+            r = c.post("/v1/chat/completions", json=huge)
+            assert r.status_code == 400 and "context" in r.json()["detail"], r.text
+            assert c.post("/v1/chat/completions", json=body | {"seed": 2**70}).status_code == 422
+            models = c.get("/v1/models").json()
+            assert models["object"] == "list" and [m["id"] for m in models["data"]] == [jid]
 
             # steering: the random tiny model writes no payoff block; a given matrix steers stage 2
             steer = {
@@ -166,8 +199,8 @@ def test_job_lifecycle_chat_steer_restart(ray_session, serve_url, tiny_model_pat
 
 
 def test_deploy_failure_is_recorded_with_its_cause(ray_session, serve_url, make_settings, tmp_path):
-    broken = tmp_path / "broken-model"
-    broken.mkdir()
+    broken = tmp_path / "models" / "broken-model"  # under the data dir's models cache: an allowed root
+    broken.mkdir(parents=True)
     (broken / "config.json").write_text('{"model_type": "not-a-real-architecture"}')
     settings = make_settings(connect_ray=True, run_jobs=True, poll_s=0.25)
     with GatewayServer(settings, registry=registry(hold=False)) as server, client(server.url, ADMIN_KEY) as c:

@@ -86,6 +86,30 @@ def test_concurrency_limit_fifo_and_success(gw_redis):
     assert store.get(a.id).state == JobState.SUCCEEDED
     assert [c[1] for c in world.calls if c[0] == "stop" and c[2] == a.id] == [LEARNER, "judge", "rollout"]
     assert store.get(b.id).state == JobState.STARTING
+    # the finished job shows its components as ended and its queue as drained
+    done = store.get(a.id)
+    assert {n: c.state for n, c in done.components.items()} == {
+        n: "ended" for n in ("rollout", "judge", LEARNER)
+    }
+    assert done.summary.queue["depth"] == 0 and done.summary.queue["discarded"] == 0
+
+
+def test_ended_jobs_metrics_are_forgotten_after_the_grace_period(gw_redis, monkeypatch):
+    from gateway import runner as runner_mod
+    from services import metrics
+
+    world = World()
+    run = runner(gw_redis, registry(world))
+    job = run.store.create("t", spec())
+    run.tick()
+    run.tick()
+    metrics.QUEUE_DEPTH.labels(job.id).set(1)
+    world.status[(LEARNER, job.id)] = ComponentStatus(state="succeeded")
+    run.tick()
+    assert f'job="{job.id}"' in metrics.render().decode()  # still there during the grace period
+    monkeypatch.setattr(runner_mod, "METRICS_GRACE_S", 0.0)
+    run.tick()
+    assert f'job="{job.id}"' not in metrics.render().decode()
 
 
 def test_capacity_wait_keeps_fifo_order(gw_redis):

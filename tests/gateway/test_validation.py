@@ -102,3 +102,44 @@ def test_lone_surrogates_are_rejected_not_crashing(gateway_server):
             headers={"Content-Type": "application/json"},
         )
         assert r.status_code == 422 and r.json()["errors"][0]["loc"] == "name"
+
+
+def test_sandbox_and_quota_settings_from_env(tmp_path):
+    from pathlib import Path
+
+    from games.data import shared_data_dir
+    from gateway.settings import LOOPBACK_HOSTS, GatewaySettings, Quotas
+    from services.models import models_dir
+
+    env = {
+        "PAYOFF_DATA_DIR": str(tmp_path),
+        "PAYOFF_QUOTA_MAX_STEPS": "500",
+        "PAYOFF_QUOTA_MAX_TOKENS": "1e9",
+        "PAYOFF_QUOTA_MAX_CPUS": "3.5",
+        "PAYOFF_QUOTA_MAX_JOBS": "2",
+        "PAYOFF_ALLOWED_ROOTS": "/data/a:/data/b,/data/c",
+        "PAYOFF_JUDGE_HOSTS": "judge.svc, SGLang.svc",
+        "PAYOFF_JUDGE_KEY_ENVS": "OPENAI_API_KEY",
+        "PAYOFF_GATEWAY_MAX_SPEC_BYTES": "4096",
+    }
+    s = GatewaySettings.from_env(env)
+    assert s.quota == Quotas(max_steps=500, max_tokens=10**9, max_cpus=3.5, max_jobs=2)
+    assert s.roots() == (Path("/data/a"), Path("/data/b"), Path("/data/c")) and s.max_spec_bytes == 4096
+    assert s.allowed_judge_hosts() == {*LOOPBACK_HOSTS, "judge.svc", "sglang.svc"}
+    assert s.judge_key_envs == ("OPENAI_API_KEY",)
+    default = GatewaySettings.from_env({"PAYOFF_DATA_DIR": str(tmp_path)})
+    assert default.roots() == (shared_data_dir(), models_dir(), tmp_path / "models")
+    assert default.judge_key_envs == () and default.allowed_judge_hosts() == set(LOOPBACK_HOSTS)
+    assert default.quota == Quotas()
+
+
+def test_local_judge_model_is_sandboxed_like_the_policy(gateway_server):
+    with client(gateway_server.url, ADMIN_KEY) as c:
+        body = merge(BASE, {"judge": {"backend": "transformers", "model": "/etc"}})
+        r = c.post("/v1/jobs", json=body)
+        assert r.status_code == 422 and r.json()["errors"][0]["loc"] == "judge.model", r.text
+        assert "that this gateway allows" in r.json()["errors"][0]["msg"]
+        hosted = merge(
+            BASE, {"judge": {"backend": "openai", "url": "http://localhost:8000/v1", "model": "gpt"}}
+        )
+        assert c.post("/v1/jobs", json=hosted).status_code == 201  # a remote model name is not a path

@@ -71,3 +71,37 @@ def test_torch_trainer_trains_pushes_and_exports(
     assert best_action_prob(final, tok) > best_action_prob(
         AutoModelForCausalLM.from_pretrained(tiny_model_path), tok
     )
+
+
+@pytest.mark.slow
+def test_a_stalled_fit_fails_with_the_reason_without_a_full_timeout_per_retry(
+    ray_session, redis_url, redis_client, job_id, tiny_model_path, tmp_path
+):
+    """No trajectory ever arrives: the worker fails after stall_timeout_s; Ray Train's restarts continue
+    the stall clock (kept in the queue), so the fit fails after about one timeout, with the reason."""
+    import time
+
+    cfg = LearnerConfig(
+        job_id=job_id,
+        redis_url=redis_url,
+        model=tiny_model_path,
+        algorithm="grpo",
+        batch_size=8,
+        group_size=4,
+        steps=2,
+        checkpoint_dir=str(tmp_path / "ckpt"),
+        stall_timeout_s=6,
+        push_weights=False,
+    )
+    t0 = time.monotonic()
+    with pytest.raises(Exception, match="no trainable trajectory for") as err:  # Ray Train's WorkerGroupError
+        fit(cfg, TrainLaunch(workers=1, cpus_per_worker=0.5, max_failures=2, storage_path=str(tmp_path)))
+    took = time.monotonic() - t0
+    assert "none arrived; are the rollout replicas running?" in str(err.value)
+    from services.jobs import LogEvent, read_events
+
+    logs = [e for _, e in read_events(redis_client, job_id) if isinstance(e, LogEvent)]
+    assert [e.level for e in logs] == ["warning", "error", "error", "error"]  # one per attempt
+    stalled = [int(e.message.split("no trainable trajectory for ")[1].split(" s")[0]) for e in logs[1:]]
+    assert stalled == sorted(stalled) and stalled[-1] <= 6 + 6, stalled  # the restarts went on counting
+    print(f"stalled fit failed after {took:.0f} s; stall clock at each attempt's failure: {stalled} s")

@@ -13,6 +13,7 @@ from ray import serve
 from rollout.engine import GenRequest, SamplingParams
 from rollout.serve import RolloutConfig, build_app
 from services.weights import WeightSender, WeightSyncConfig
+from tests.helpers import INTERNAL
 
 
 @pytest.fixture
@@ -44,14 +45,14 @@ def test_rollout_deployment_end_to_end(rollout_app, redis_client, job_id, tiny_m
         "logprobs": True,
         "n": 2,
     }
-    r = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60)
+    r = INTERNAL.post(f"{url}/v1/chat/completions", json=body, timeout=60)
     assert r.status_code == 200, r.text
     out = r.json()
     assert out["object"] == "chat.completion" and len(out["choices"]) == 2
     assert out["choices"][0]["message"]["content"] == out["choices"][1]["message"]["content"]  # greedy
     assert all(lp["logprob"] <= 0 for lp in out["choices"][0]["logprobs"]["content"])
     assert out["policy_versions"] == [[0], [0]]
-    bad = httpx.post(f"{url}/v1/chat/completions", json={"messages": []}, timeout=30)
+    bad = INTERNAL.post(f"{url}/v1/chat/completions", json={"messages": []}, timeout=30)
     assert bad.status_code == 422
 
     # weight push through the sync protocol to both replicas; greedy output must equal a fresh model
@@ -82,7 +83,7 @@ def test_rollout_deployment_end_to_end(rollout_app, redis_client, job_id, tiny_m
         assert max(abs(a - b) for a, b in zip(ref_lp, o.logprobs)) < 1e-4
 
     # episodes endpoint: a GRL group, trajectories written to the job's stream
-    r = httpx.post(
+    r = INTERNAL.post(
         f"{url}/v1/episodes",
         json={
             "env": "sokoban",
@@ -98,12 +99,18 @@ def test_rollout_deployment_end_to_end(rollout_app, redis_client, job_id, tiny_m
     data = r.json()
     assert len(data["episodes"]) == 2 and len(data["enqueued"]) == 2
     assert all(t["versions"] == [1] for t in data["trajectories"])
-    assert httpx.post(f"{url}/v1/episodes", json={"env": "chess"}, timeout=30).status_code == 422
+    assert INTERNAL.post(f"{url}/v1/episodes", json={"env": "chess"}, timeout=30).status_code == 422
+    # the replica's HTTP routes are internal: no token or a wrong one is refused before anything runs
+    body = {"env": "sokoban", "enqueue": True}
+    assert httpx.post(f"{url}/v1/episodes", json=body, timeout=30).status_code == 403
+    wrong = {"X-Payoff-Internal": "guess"}
+    assert httpx.post(f"{url}/v1/episodes", json=body, headers=wrong, timeout=30).status_code == 403
+    assert httpx.get(f"{url}/metrics", timeout=30).status_code == 403
 
     # kill a replica: Serve replaces it, requests keep being answered
     import ray
 
-    pids = {httpx.get(f"{url}/healthz", timeout=10).json()["pid"] for _ in range(12)}
+    pids = {INTERNAL.get(f"{url}/healthz", timeout=10).json()["pid"] for _ in range(12)}
     actors = [a for a in ray.util.list_named_actors(all_namespaces=True) if "RolloutReplica" in a["name"]]
     assert actors
     ray.kill(ray.get_actor(actors[0]["name"], namespace=actors[0]["namespace"]), no_restart=True)
@@ -111,7 +118,7 @@ def test_rollout_deployment_end_to_end(rollout_app, redis_client, job_id, tiny_m
     new_pids: set = set()
     while time.monotonic() < deadline and not (new_pids - pids):
         try:
-            new_pids.add(httpx.get(f"{url}/healthz", timeout=10).json()["pid"])
+            new_pids.add(INTERNAL.get(f"{url}/healthz", timeout=10).json()["pid"])
         except httpx.HTTPError:
             pass
         time.sleep(0.5)

@@ -17,6 +17,7 @@ import torch
 
 from services.weights import (
     TRANSPORTS,
+    CatchUp,
     WeightReceiver,
     WeightSender,
     WeightSyncConfig,
@@ -173,12 +174,18 @@ def test_dead_replica_is_skipped_and_reported_without_hanging(redis_client, job_
     ghost._beat()
     try:
         sender = WeightSender(redis_client, job_id, cfg)
-        for v in (1, 2):  # and again: the ghost is tried (and fails) again, alone
+        for v in (1, 2, 3):
+            if v == 3:
+                ghost._beat()  # it heartbeats again (a stalled process resumed): it is tried again
             t0 = time.monotonic()
             res = sender.push(_weights(), version=v)
             assert res.ok == ["alive"] and "ghost" in res.failed
             assert time.monotonic() - t0 < 2 * cfg.timeout_s
             assert alive.version == v
+            # no heartbeat since it missed v1: skipped at once instead of a rendezvous timeout per push
+            assert res.failed["ghost"].startswith("skipped: no heartbeat") == (v == 2)
+            if v == 2:
+                assert time.monotonic() - t0 < cfg.timeout_s / 2
     finally:
         alive.stop()
         ghost.r.hdel(ghost.replicas_key, "ghost")
@@ -338,3 +345,82 @@ def test_persistent_new_sender_and_transport_switch(redis_client, job_id):
         rcv.stop()
         for s in senders:
             s.close()
+
+
+def test_catch_up_pushes_to_replicas_off_the_policy_only_rate_limited_with_backoff(redis_client, job_id):
+    """A replica behind the learner (restarted at v0) gets the current weights; one at the policy is not
+    touched; a replica that never answers is retried after a doubling backoff, not at every call."""
+    cfg = WeightSyncConfig(timeout_s=1, heartbeat_s=0.2, live_after_s=30)
+    fresh, current = Sink(), Sink()
+    receivers = [
+        WeightReceiver(redis_client, job_id, "fresh", fresh, config=cfg).start(),
+        WeightReceiver(redis_client, job_id, "current", current, config=cfg).start(),
+    ]
+    ghost = WeightReceiver(redis_client, job_id, "ghost", Sink(), config=cfg)
+    ghost._beat()  # registered at v0, its process gone
+    sender = WeightSender(redis_client, job_id, cfg)
+    clock = [0.0]
+    catch = CatchUp(sender, every_s=0.5, max_backoff_s=1.5, clock=lambda: clock[0])
+    try:
+        assert sender.push(_weights(3), version=3, replicas=["current"]).ok == ["current"]
+        assert catch.behind(3) == ["fresh", "ghost"]
+        assert catch.behind(3, lag=3) == []  # within push_every - 1 of the learner: rightly behind
+        assert catch.behind(2) == ["current", "fresh", "ghost"]  # ahead: a learner resumed from v2
+        res = catch.maybe(lambda: _weights(4), version=4, step=4)
+        assert sorted(res.ok) == ["current", "fresh"] and list(res.failed) == ["ghost"]
+        res = catch.maybe(lambda: _weights(5), version=4)
+        assert res is None and catch.pushes == 1  # too soon
+        assert all(torch.equal(a, b) for (_, a), (_, b) in zip(fresh.got[4], _weights(4)))
+        pushed_at = []
+        for t in (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5):
+            clock[0] = t
+            before = catch.pushes
+            res = catch.maybe(lambda: _weights(4), version=4)
+            if catch.pushes > before:
+                assert res.ok == [] and list(res.failed) == ["ghost"]  # only the one still behind
+                pushed_at.append(t)
+        assert pushed_at == [0.5, 1.5, 3.0]  # backoff 0.5, 1, then capped at 1.5: not every 0.5 s
+        assert (catch.ok, catch.failed) == (2, 4) and set(current.got) == {3, 4}
+    finally:
+        for r in receivers:
+            r.stop()
+        redis_client.hdel(ghost.replicas_key, "ghost")
+        sender.close()
+
+
+def test_replica_killed_during_its_apply_fails_the_push_when_it_goes_silent(redis_url, redis_client, job_id):
+    """SIGKILL after the data landed, before the ack: the push fails once the replica's heartbeat has
+    stopped for live_after_s (not at the ack timeout); the next push no longer targets it."""
+    cfg = WeightSyncConfig(timeout_s=30, heartbeat_s=0.2, live_after_s=1.5)
+    code = textwrap.dedent(f"""
+        import time
+        from services.config import redis_client
+        from services.weights import WeightReceiver, WeightSyncConfig
+        def apply(named, v):
+            print("applying", flush=True)
+            time.sleep(60)
+        WeightReceiver(redis_client({redis_url!r}), {job_id!r}, "slow", apply,
+                       config=WeightSyncConfig(timeout_s=30, heartbeat_s=0.2)).start()
+        print("ready", flush=True)
+        time.sleep(120)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    sender = WeightSender(redis_client, job_id, cfg)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        out: dict = {}
+        th = threading.Thread(target=lambda: out.update(res=sender.push(_weights(1), version=1)))
+        th.start()
+        assert proc.stdout.readline().strip() == "applying"
+        proc.kill()
+        t_kill = time.monotonic()
+        th.join(30)
+        assert "no heartbeat for 1.5s" in out["res"].failed["slow"]
+        assert time.monotonic() - t_kill < cfg.live_after_s + 2  # not the 30 s ack timeout
+        t0 = time.monotonic()
+        res = sender.push(_weights(2), version=2)  # silent for live_after_s: no longer a target
+        assert (res.ok, res.failed) == ([], {}) and time.monotonic() - t0 < 1
+    finally:
+        proc.kill()
+        proc.wait()
+        sender.close()

@@ -65,6 +65,12 @@ Args: dict "root" $ "redisUrl" <url> */}}
     secretKeyRef:
       name: {{ include "payoff.secretName" $root }}
       key: PAYOFF_API_KEY_PEPPER
+# the data plane's HTTP routes (rollout, judge) need it; tenants never see it (services/internal_auth.py)
+- name: PAYOFF_INTERNAL_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "payoff.secretName" $root }}
+      key: PAYOFF_INTERNAL_TOKEN
 - name: PAYOFF_DATA_DIR
   value: /data/payoff
 {{- if $root.Values.metrics.exportToRay }}
