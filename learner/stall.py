@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from services.jobs import LogEvent, publish_event
+from services.jobs import report
 from services.queue import Batch, Item, TrajectoryQueue
 
 log = logging.getLogger(__name__)
@@ -81,16 +81,7 @@ class StallWatch:
         return f"{head}: none arrived; are the rollout replicas running? (see the job's events)"
 
     def _event(self, level: str, message: str) -> None:
-        log.log(
-            logging.ERROR if level == "error" else logging.WARNING, "job %s: %s", self.queue.job_id, message
-        )
-        try:
-            publish_event(
-                self.queue.r,
-                LogEvent(job_id=self.queue.job_id, level=level, source="learner", message=message),
-            )
-        except Exception as e:  # the event is a courtesy; the failure itself still happens
-            log.warning("could not publish the stall event: %s", e)
+        report(self.queue.r, self.queue.job_id, level, "learner", message)
 
 
 @contextmanager

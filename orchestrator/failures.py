@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import redis
 
-from services.jobs import LogEvent, publish_event
+from services.jobs import report
 from services.rollout_api import RolloutCallError
 
 log = logging.getLogger(__name__)
@@ -75,12 +75,4 @@ class CallFailures:
             self._last_report, self.unreported = now, 0
 
     def event(self, level: str, message: str) -> None:
-        log.warning("job %s: %s", self.job_id, message)
-        if self.client is None:
-            return
-        try:
-            publish_event(
-                self.client, LogEvent(job_id=self.job_id, level=level, source="orchestrator", message=message)
-            )
-        except Exception as e:  # events must never stop the driver
-            log.warning("job %s: could not publish a log event: %s", self.job_id, e)
+        report(self.client, self.job_id, level, "orchestrator", message)

@@ -21,6 +21,7 @@ never from state kept in the component object.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from services import keys
 from services.jobspec import JobSpec
 
+log = logging.getLogger(__name__)
 LEARNER = "learner"
 ORCHESTRATOR = "orchestrator"
 EVENTS_MAXLEN = 100_000  # approximate cap of a job's event stream (a step event per optimizer step)
@@ -236,6 +238,18 @@ def read_summary(client: redis.Redis, job_id: str) -> JobSummary:
         queue=json.loads(raw.get("queue", "{}")),
         rollout=json.loads(raw.get("rollout", "{}")),
     )
+
+
+def report(client: redis.Redis | None, job_id: str, level: str, source: str, message: str) -> None:
+    """Log `message` and add it to the job's events as a LogEvent; never raises (the event is a courtesy:
+    what it reports, a failure say, still happens if Redis cannot take it)."""
+    log.log(logging.ERROR if level == "error" else logging.WARNING, "job %s: %s", job_id, message)
+    if client is None:
+        return
+    try:
+        publish_event(client, LogEvent(job_id=job_id, level=level, source=source, message=message))
+    except Exception as e:
+        log.warning("job %s: could not publish a %s event: %s", job_id, source, e)
 
 
 def publish_rollout_stats(client: redis.Redis, job_id: str, stats: dict[str, float]) -> None:

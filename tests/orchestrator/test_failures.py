@@ -8,7 +8,6 @@ import threading
 
 import pytest
 
-import orchestrator.failures as failures_mod
 from orchestrator import loop
 from orchestrator.failures import CallFailures, RolloutRejected, deterministic
 from services.rollout_api import RolloutCallError
@@ -28,7 +27,9 @@ class Clock:
 @pytest.fixture
 def events(monkeypatch):
     got = []
-    monkeypatch.setattr(failures_mod, "publish_event", lambda client, ev: got.append(ev))
+    import services.jobs as jobs_mod  # failures.py reports through services.jobs.report
+
+    monkeypatch.setattr(jobs_mod, "publish_event", lambda client, ev: got.append(ev))
     return got
 
 
