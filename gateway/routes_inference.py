@@ -39,21 +39,26 @@ def _serve_apps() -> dict[str, str]:
     }
 
 
-def _app_state(app_name: str) -> str | None:
-    return _serve_apps().get(app_name)
+def answering_app(job: JobRecord, apps: dict[str, str]) -> str | None:
+    """The Serve app that answers for a job (its rollout replicas while running, else a served
+    checkpoint), given the apps' statuses; None when neither answers."""
+    if job.state == JobState.RUNNING and apps.get(rollout_app_name(job.id)) in ANSWERING:
+        return rollout_app_name(job.id)
+    if apps.get(served_app_name(job.id)) in ANSWERING:
+        return served_app_name(job.id)
+    return None
 
 
 def chat_target(job: JobRecord) -> str:
-    """The Serve app that answers for a job: its rollout replicas while running, else a served checkpoint."""
-    if job.state == JobState.RUNNING and _app_state(rollout_app_name(job.id)) in ANSWERING:
-        return rollout_app_name(job.id)
-    if _app_state(served_app_name(job.id)) in ANSWERING:
-        return served_app_name(job.id)
-    raise HTTPException(
-        409,
-        f"job {job.id!r} is {job.state.value}: its rollout replicas are not running and "
-        f"no checkpoint is served (POST /v1/jobs/{job.id}/serve serves the latest one)",
-    )
+    """The app that answers for a job, or 409 saying why none does (one Serve status read)."""
+    app = answering_app(job, _serve_apps())
+    if app is None:
+        raise HTTPException(
+            409,
+            f"job {job.id!r} is {job.state.value}: its rollout replicas are not running and "
+            f"no checkpoint is served (POST /v1/jobs/{job.id}/serve serves the latest one)",
+        )
+    return app
 
 
 async def call_chat(gw: Gateway, job: JobRecord, req: ChatRequest, typed: bool = False):
@@ -114,12 +119,9 @@ def list_models(gw: Gateway = Depends(gateway), who: ApiKey = Depends(principal)
     ended, _ = gw.store.list(None if who.admin else who.tenant, [JobState.SUCCEEDED, JobState.FAILED], 500, 0)
     data = []
     for job in jobs + ended:
-        source = None
-        if job.state == JobState.RUNNING and apps.get(rollout_app_name(job.id)) in ANSWERING:
-            source = "rollout"
-        elif apps.get(served_app_name(job.id)) in ANSWERING:
-            source = "checkpoint"
-        if source:
+        app = answering_app(job, apps)
+        if app is not None:
+            source = "rollout" if app == rollout_app_name(job.id) else "checkpoint"
             data.append(
                 {
                     "id": job.id,
