@@ -23,25 +23,21 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from rollout import metrics as rollout_metrics
+from rollout.chat import chat_prompt, choice
 from rollout.engine import GenOutput, GenRequest, UpdateMode
 from services.internal_auth import require_internal
 from services.jobs import judge_app_name
 from services.jobspec import JobSpec
 from services.rollout_api import (
-    ChatChoice,
     ChatCompletion,
-    ChatMessage,
     ChatRequest,
     ChatUsage,
-    ChoiceLogprobs,
     EpisodeRequest,
     EpisodeResult,
     SamplingParams,
-    TokenLogprob,
     TrajectorySummary,
     WindowStepRequest,
     WindowStepResult,
-    cut_at_stop,
 )
 
 log = logging.getLogger(__name__)
@@ -185,7 +181,7 @@ class RolloutReplica:
 
     @api.post("/v1/chat/completions", response_model_exclude_none=True)
     async def chat_completions(self, req: ChatRequest) -> ChatCompletion:
-        prompt, max_tokens = self._chat_prompt(req)
+        prompt, max_tokens = chat_prompt(self.engine, req)
         params = [
             SamplingParams(
                 max_tokens=max_tokens,
@@ -196,7 +192,7 @@ class RolloutReplica:
             for i in range(req.n)
         ]
         outs = await asyncio.gather(*[self.generate(GenRequest(prompt_ids=prompt, params=p)) for p in params])
-        choices = [self._choice(i, o, req) for i, o in enumerate(outs)]
+        choices = [choice(self.engine.tokenizer, i, o, req) for i, o in enumerate(outs)]
         completion = sum(len(o.token_ids) for o in outs)
         usage = ChatUsage(
             prompt_tokens=len(prompt),
@@ -210,58 +206,6 @@ class RolloutReplica:
             choices=choices,
             usage=usage,
             policy_versions=[sorted(set(o.versions)) for o in outs],
-        )
-
-    def _chat_prompt(self, req: ChatRequest) -> tuple[list[int], int]:
-        """The prompt's token ids and the completion budget; 400 for what this endpoint cannot do."""
-        if req.stream:
-            raise HTTPException(400, "stream=true is served by the gateway, not by a replica")
-        if req.unsupported():
-            raise HTTPException(400, f"not supported by this endpoint: {', '.join(req.unsupported())}")
-        try:
-            prompt = self.engine.chat_prompt_ids([m.model_dump() for m in req.messages])
-        except Exception as e:
-            raise HTTPException(400, f"cannot apply the chat template: {e}") from None
-        max_tokens = req.max_completion_tokens or req.max_tokens or 256
-        room = self.engine.max_context - len(prompt)
-        if room < 1:
-            raise HTTPException(
-                400, f"the prompt has {len(prompt)} tokens; this model's context is {self.engine.max_context}"
-            )
-        if req.max_tokens is None and req.max_completion_tokens is None:
-            max_tokens = min(max_tokens, room)  # the default budget shrinks to fit
-        if max_tokens > room:
-            raise HTTPException(
-                400,
-                f"the prompt ({len(prompt)} tokens) plus max_tokens ({max_tokens}) exceeds this model's "
-                f"context of {self.engine.max_context} tokens",
-            )
-        return prompt, max_tokens
-
-    def _choice(self, i: int, o: GenOutput, req: ChatRequest) -> ChatChoice:
-        tok = self.engine.tokenizer
-        ids, lps, finish = o.token_ids, o.logprobs, o.finish_reason if o.finish_reason != "abort" else "stop"
-        text = tok.decode(ids, skip_special_tokens=True)
-        text, stopped = cut_at_stop(text, req.stops())
-        if stopped:  # keep the tokens that make up the text before the stop string
-            lo, hi = 0, len(ids)
-            while lo < hi:
-                mid = (lo + hi) // 2
-                lo, hi = (
-                    (mid + 1, hi)
-                    if len(tok.decode(ids[:mid], skip_special_tokens=True)) < len(text)
-                    else (lo, mid)
-                )
-            ids, lps, finish = ids[:lo], lps[:lo], "stop"
-        logprobs = None
-        if req.logprobs:
-            content = [TokenLogprob(token=tok.decode([t]), logprob=lp) for t, lp in zip(ids, lps)]
-            logprobs = ChoiceLogprobs(content=content)
-        return ChatChoice(
-            index=i,
-            finish_reason=finish,
-            message=ChatMessage(role="assistant", content=text),
-            logprobs=logprobs,
         )
 
     @api.post("/v1/episodes")
