@@ -59,10 +59,13 @@ class LearnerRun:
             self.state = "running"
             result = fit(cfg, launch, export_dir=str(self.dir / "final"))
             if result.error:
-                raise RuntimeError(f"training failed: {result.error}")
+                raise result.error
             self.state, self.message = "succeeded", f"policy exported to {self.dir / 'final'}"
         except BaseException as e:  # SystemExit / KeyboardInterrupt in the thread too: fail, never hang
-            self.state, self.message = "failed", f"{type(e).__name__}: {e}"[:2000]
+            from services.errors import reason
+
+            # the root cause in one line (Ray Train's error text is the worker's whole traceback)
+            self.state, self.message = "failed", reason(e, prefix="training failed: ")
             log.exception("job %s: learner failed", self.job_id)
 
 

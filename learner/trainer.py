@@ -27,7 +27,7 @@ from learner import metrics as learner_metrics
 from learner.batch import collate, complete_groups
 from learner.critic import freeze_below
 from learner.stall import LearnerError, StallWatch, keep_alive
-from services.config import redis_client
+from services.config import data_plane_client
 from services.jobspec import Algorithm, Hyper, JobSpec
 from services.queue import Batch, Item, QueueConfig, TrajectoryQueue
 from services.schemas import Trajectory
@@ -96,6 +96,7 @@ class LearnerConfig(BaseModel):
             ref_reset_every=6 if spec.algorithm == "comal" else 0,
             train_layers=ln.train_layers,
             critic_layers=ln.critic_layers,
+            stall_timeout_s=ln.stall_timeout_s,
             **kw,
         )
 
@@ -145,7 +146,7 @@ class Learner:
             self.critic_opt = torch.optim.AdamW(_trainable(self.critic), lr=cfg.critic_learning_rate)
         if algorithms.needs_reference(cfg.algorithm, cfg.hyper):
             self.ref = load_model(cfg.model)[0].to(self.device).eval().requires_grad_(False)
-        self.client = redis_client(cfg.redis_url)
+        self.client = data_plane_client(cfg.redis_url)
         self.queue = TrajectoryQueue(self.client, cfg.job_id, cfg.queue)
         self.consumer = f"learner-{rank}"
         self.sender = WeightSender(self.client, cfg.job_id, cfg.weight_sync) if rank == 0 else None

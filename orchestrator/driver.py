@@ -41,13 +41,13 @@ class JobDriver:
     def _main(self) -> None:
         from orchestrator import loop
         from orchestrator.failures import RolloutRejected
-        from services.config import redis_client
+        from services.config import data_plane_client
         from services.jobs import rollout_app_name
         from services.queue import TrajectoryQueue
         from services.rollout_api import RolloutClient
 
         try:
-            queue = TrajectoryQueue(redis_client(self.redis_url), self.job_id)
+            queue = TrajectoryQueue(data_plane_client(self.redis_url), self.job_id)
             client = RolloutClient(rollout_app_name(self.job_id))
             self.state = "running"
             loop.run(self.job_id, self.spec, client, queue, self._stop)
@@ -56,5 +56,7 @@ class JobDriver:
             self.state, self.message = "failed", str(e)[:2000]
             log.error("job %s: rollout requests rejected: %s", self.job_id, e)
         except Exception as e:
-            self.state, self.message = "failed", f"{type(e).__name__}: {e}"[:2000]
+            from services.errors import reason
+
+            self.state, self.message = "failed", reason(e)
             log.exception("job %s: rollout loop failed", self.job_id)

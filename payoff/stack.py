@@ -5,6 +5,9 @@ is set), Ray (or RAY_ADDRESS), Ray Serve's HTTP proxy, and the gateway — stand
 default, or as a Serve ingress deployment with --on-serve. The admin key comes from PAYOFF_ADMIN_KEY or is
 generated once into <data dir>/gateway/admin_key. The gateway loads the services' job components by
 module name (GatewaySettings.component_modules: rollout, judge, orchestrator, learner).
+
+A redis-server the stack started is watched (services/redis_watch.py): if it dies it is restarted on the
+same port and AOF dir, and running jobs ride the gap out (services/config.data_plane_client).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ class LocalStack:
         self.data_dir, self.num_cpus, self.quiet = Path(data_dir), num_cpus, quiet
         self.max_jobs = max_concurrent_jobs
         self.admin_key = "pyf_local_" + secrets.token_urlsafe(24)
-        self.redis = self.server = None
+        self.redis = self.server = self._watch = None
         self._own_ray = False
 
     @property
@@ -49,7 +52,10 @@ class LocalStack:
         from services.ray_utils import init_ray
         from services.redis_server import RedisServer, free_port
 
+        from services.redis_watch import RedisSupervisor
+
         self.redis = RedisServer(self.data_dir / "local-redis").start()
+        self._watch = RedisSupervisor(self.redis).start()  # a crashed redis-server comes back (same AOF)
         try:
             self._own_ray = not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
             ensure_token(self.data_dir / "gateway")  # before Ray: its workers inherit the data plane's token
@@ -91,6 +97,9 @@ class LocalStack:
             except Exception:  # shutting down anyway
                 pass
             self._own_ray = False
+        if self._watch is not None:
+            self._watch.stop()
+            self._watch = None
         if self.redis is not None:
             self.redis.stop()
             self.redis = None
@@ -144,9 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     from services.config import Settings
     from services.ray_utils import init_ray
     from services.redis_server import RedisServer, RedisServerError
+    from services.redis_watch import RedisSupervisor
 
     base = Settings.from_env()
-    redis_server = None
+    redis_server = watch = None
     if base.redis_url:
         redis_url = base.redis_url
     else:
@@ -156,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"payoff serve: {e}", file=sys.stderr)
             return 1
         redis_url = redis_server.url
+        watch = RedisSupervisor(redis_server).start()  # a crashed redis-server comes back (same AOF dir)
     admin_key = os.environ.get("PAYOFF_ADMIN_KEY") or _secret_file(
         base.data_dir / "gateway" / "admin_key", lambda: "pyf_admin_" + secrets.token_urlsafe(32)
     )
@@ -212,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
                     ray.shutdown()
             except Exception:  # shutting down anyway
                 pass
+        if watch is not None:
+            watch.stop()
         if redis_server is not None:
             redis_server.stop()
     return 0

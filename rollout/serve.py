@@ -118,11 +118,11 @@ class RolloutReplica:
         self.receiver = self.queue = self.gate = None
         if self.cfg.job_id and self.cfg.redis_url:
             from rollout.sync_gate import SyncGate
-            from services.config import redis_client
+            from services.config import data_plane_client
             from services.queue import TrajectoryQueue
             from services.weights import WeightReceiver
 
-            client = redis_client(self.cfg.redis_url)
+            client = data_plane_client(self.cfg.redis_url)
             self.queue = TrajectoryQueue(client, self.cfg.job_id)
             # no job request is generated behind the learner's weights (a restarted replica is re-synced)
             self.gate = SyncGate(

@@ -207,6 +207,13 @@ class LearnerSpec(_Strict):
         "policy's first N blocks (a smaller critic). None: the whole model.",
     )
     checkpoint_every: int = Field(50, ge=1, le=MAX_COUNT)
+    stall_timeout_s: float = Field(
+        300.0,
+        ge=5,
+        le=7 * 86400,
+        description="Fail the job when no trainable trajectory (all stale, dead-lettered or none) reaches "
+        "the learner for this long; a warning event at half of it.",
+    )
 
     @model_validator(mode="after")
     def _batches(self) -> LearnerSpec:

@@ -98,6 +98,11 @@ def test_a_stalled_fit_fails_with_the_reason_without_a_full_timeout_per_retry(
         fit(cfg, TrainLaunch(workers=1, cpus_per_worker=0.5, max_failures=2, storage_path=str(tmp_path)))
     took = time.monotonic() - t0
     assert "none arrived; are the rollout replicas running?" in str(err.value)
+    from services.errors import reason
+
+    one_line = reason(err.value, prefix="training failed: ")  # what the job's status says
+    assert one_line.startswith("training failed: LearnerError: no trainable trajectory for"), one_line
+    assert "\n" not in one_line and "Traceback" not in one_line
     from services.jobs import LogEvent, read_events
 
     logs = [e for _, e in read_events(redis_client, job_id) if isinstance(e, LogEvent)]
