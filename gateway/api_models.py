@@ -1,4 +1,5 @@
-"""Request and response bodies of the gateway's REST API (beyond the shared JobSpec/JobRecord contracts)."""
+"""Request and response bodies of the gateway's REST API (beyond the shared JobSpec/JobRecord contracts),
+and `links`: the OpenAPI links between its operations (which response value feeds which request)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,30 @@ def printable(text: str) -> str:
 
 Text = Annotated[str, AfterValidator(_valid_unicode)]
 """A str that can be stored and echoed: JSON escapes like "\ud800" decode to text UTF-8 cannot encode."""
+
+
+def links(description: str, **targets: dict) -> dict:
+    """An OpenAPI response object with links, each `name={"operationId": ..., "parameters": {...}}` (values
+    are runtime expressions such as `$response.body#/id`). Clients and stateful testers (schemathesis) follow
+    them from this response to the next request."""
+    return {"description": description, "links": targets}
+
+
+def link(
+    operation_id: str, description: str, parameters: dict | None = None, body: dict | None = None
+) -> dict:
+    """One link to `operation_id`: `parameters` by name (`header.x-name` for a header), `body` the request
+    body's fields (schemathesis merges them into the body it generates)."""
+    out: dict = {"operationId": operation_id, "description": description}
+    if parameters:
+        out["parameters"] = parameters
+    if body:
+        out["requestBody"] = body
+    return out
+
+
+JOB_ID = "$response.body#/id"
+"""The job id in a JobRecord response."""
 
 
 class FieldError(BaseModel):
@@ -93,3 +118,34 @@ class Readiness(BaseModel):
     ready: bool
     checks: dict[str, str]
     runner: dict[str, str | float | bool | None]
+
+
+JOB_OPERATIONS = (
+    "GetJob",
+    "CancelJob",
+    "JobMetrics",
+    "ServeCheckpoint",
+    "UnserveCheckpoint",
+    "ChatWithJob",
+    "SteerJob",
+)
+
+
+def job_links(job_id: str = JOB_ID, *names: str) -> dict[str, dict]:
+    """Links from a response naming a job (`job_id`: the expression for its id) to the operations on that
+    job: those `names`, by default all but `JobEvents`, which only a response of a job that has ended or is
+    ending should offer (a live job's stream, with follow=true, lasts as long as the job)."""
+    p = {"job_id": job_id}
+    every = {
+        "GetJob": link("get_job", "The job's record.", p),
+        "CancelJob": link("cancel_job", "Cancel the job.", p),
+        "JobMetrics": link("job_metrics", "The job's reward curve and checkpoints.", p),
+        "ServeCheckpoint": link("serve_checkpoint", "Serve the job's latest checkpoint.", p),
+        "UnserveCheckpoint": link("unserve_checkpoint", "Stop serving the job's checkpoint.", p),
+        "ChatWithJob": link(
+            "chat_completions", "Chat with the job's model.", {"header.x-payoff-job": job_id}
+        ),
+        "SteerJob": link("steer", "Payoff-steered answer from the job's model.", body={"model": job_id}),
+        "JobEvents": link("job_events", "The job's events, ending once all were sent.", p),
+    }
+    return {name: every[name] for name in names or JOB_OPERATIONS}

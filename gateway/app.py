@@ -7,6 +7,7 @@ job runner; shutdown stops the runner and gives its lease back.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import math
 import threading
@@ -32,6 +33,8 @@ from services.config import redis_client
 from services.jobs import COMPONENTS, ComponentRegistry, JobRecord, RunContext
 
 ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 422, 429, 503)}
+# an error of a text/plain route (/metrics): `model` would document it under the route's media type
+_JSON_ERROR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
 REDIS_DOWN = (
     "the job store (Redis) is unreachable, so the gateway cannot check keys or read jobs; nothing was "
     "changed. Retry shortly; if it persists, check the redis-server `payoff serve` started (or REDIS_URL)"
@@ -123,13 +126,38 @@ def principal(
         )
     decision = gw.limiter.take(who.key_id)
     if not decision.allowed:
-        metrics.RATE_LIMITED.labels(who.tenant).inc()
+        metrics.RATE_LIMITED.inc()
         raise HTTPException(
             429,
             f"rate limit of {gw.settings.rate_per_s:g} requests/s for this key exceeded",
             headers={"Retry-After": str(max(1, math.ceil(decision.retry_after_s)))},
         )
     return who
+
+
+def _same(presented: str, secret: str | None) -> bool:
+    return bool(secret) and hmac.compare_digest(presented.encode(), secret.encode())
+
+
+def scraper(
+    gw: Gateway = Depends(gateway), bearer: HTTPAuthorizationCredentials | None = Security(_bearer)
+) -> None:
+    """GET /metrics: `Authorization: Bearer` with the scrape token (PAYOFF_METRICS_TOKEN) or an admin key,
+    never a tenant's key (the series carry job ids). The configured secrets are checked without Redis, so
+    Prometheus still scrapes while Redis is down; no rate limit (one scrape per interval)."""
+    presented = bearer.credentials if bearer is not None else ""
+    s = gw.settings
+    if presented and (_same(presented, s.metrics_token) or _same(presented, s.admin_key)):
+        return
+    who = gw.keys.lookup(presented) if presented else None
+    if who is None or not who.admin:
+        metrics.AUTH_FAILURES.inc()
+        raise HTTPException(
+            401,
+            "/metrics needs the scrape token (PAYOFF_METRICS_TOKEN) or an admin key: send "
+            "'Authorization: Bearer <token>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
 def admin(who: ApiKey = Depends(principal)) -> ApiKey:
@@ -217,12 +245,18 @@ def create_app(settings: GatewaySettings | None = None, registry: ComponentRegis
             status_code=500,
         )
 
-    @app.get("/healthz", response_model=Health, tags=["health"])
+    @app.get("/healthz", response_model=Health, tags=["health"], operation_id="healthz")
     def healthz() -> Health:
         """Liveness: the process serves requests."""
         return Health(ok=True)
 
-    @app.get("/readyz", response_model=Readiness, tags=["health"], responses={503: {"model": Readiness}})
+    @app.get(
+        "/readyz",
+        response_model=Readiness,
+        tags=["health"],
+        responses={503: {"model": Readiness}},
+        operation_id="readyz",
+    )
     def readyz() -> JSONResponse:
         """Readiness: Redis answers, Ray is joined, the job runner is alive."""
         checks: dict[str, str] = {}
@@ -245,9 +279,17 @@ def create_app(settings: GatewaySettings | None = None, registry: ComponentRegis
         body = Readiness(ready=ready, checks=checks, runner=runner)
         return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
-    @app.get("/metrics", response_class=PlainTextResponse, tags=["health"])
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        tags=["health"],
+        dependencies=[Depends(scraper)],
+        responses={401: _JSON_ERROR, 503: _JSON_ERROR},
+        operation_id="metrics",
+    )
     def prometheus() -> PlainTextResponse:
-        """Prometheus text exposition of every payoff metric in this process."""
+        """Prometheus text exposition of every payoff metric in this process (job ids, no tenant names).
+        Needs `Authorization: Bearer` with the scrape token (PAYOFF_METRICS_TOKEN) or an admin key."""
         from prometheus_client import CONTENT_TYPE_LATEST
 
         from services.metrics import render

@@ -1,7 +1,9 @@
 """Gateway metrics, on the shared services.metrics registry (one `/metrics` for everything in a process).
 
 Request metrics are labelled by route template (`/v1/jobs/{job_id}`), never by job id, to keep the number
-of series bounded; per-job numbers come from the job's own metrics (queue, learner).
+of series bounded; per-job numbers come from the job's own metrics (queue, learner). No gateway series names a
+tenant: `/metrics` goes to the scraper (the admin key or PAYOFF_METRICS_TOKEN, gateway/app.py), and series
+mirrored to Ray's metrics agent (PAYOFF_METRICS_TO_RAY) are readable by anything that reaches that port.
 """
 
 from __future__ import annotations
@@ -29,13 +31,12 @@ REDIS_ERRORS = Counter(
     registry=REGISTRY,
 )
 AUTH_FAILURES = Counter(
-    "payoff_gateway_auth_failures_total", "Requests without a valid API key", registry=REGISTRY
+    "payoff_gateway_auth_failures_total",
+    "Requests without a valid API key (on /metrics: without the scrape token or an admin key)",
+    registry=REGISTRY,
 )
 RATE_LIMITED = Counter(
-    "payoff_gateway_rate_limited_total",
-    "Requests refused by the per-key rate limit",
-    ["tenant"],
-    registry=REGISTRY,
+    "payoff_gateway_rate_limited_total", "Requests refused by the per-key rate limit", registry=REGISTRY
 )
 JOBS = Gauge(
     "payoff_gateway_jobs",
@@ -43,5 +44,6 @@ JOBS = Gauge(
     ["state"],
     registry=REGISTRY,
 )
-SUBMITTED = Counter("payoff_gateway_jobs_submitted_total", "Jobs accepted", ["tenant"], registry=REGISTRY)
+
+SUBMITTED = Counter("payoff_gateway_jobs_submitted_total", "Jobs accepted", registry=REGISTRY)
 REJECTED = Counter("payoff_gateway_jobs_rejected_total", "Job specs refused with 422", registry=REGISTRY)

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from gateway.api_models import ErrorResponse, ServeCheckpointRequest, ServedModel
+from gateway.api_models import ErrorResponse, ServeCheckpointRequest, ServedModel, job_links, links
 from gateway.app import ERRORS, Gateway, gateway, principal, visible_job
 from gateway.auth import ApiKey
 from gateway.steer import SteerRequest, SteerResponse, steer
@@ -27,12 +27,19 @@ UPSTREAM = {409: {"model": ErrorResponse}, 502: {"model": ErrorResponse}}
 ANSWERING = ("RUNNING", "UNHEALTHY")
 
 
+def _ray_joined() -> bool:
+    """Whether this process is connected to Ray. Ray Serve's API would otherwise start a local Ray
+    instance inside the gateway, so without Ray the gateway serves no model."""
+    import ray
+
+    return ray.is_initialized()
+
+
 def _serve_apps() -> dict[str, str]:
     """Serve application name → status; empty in a gateway without Ray (it serves no model)."""
-    import ray
     from ray import serve
 
-    if not ray.is_initialized():
+    if not _ray_joined():
         return {}
     return {
         name: str(getattr(a.status, "value", a.status)) for name, a in serve.status().applications.items()
@@ -80,6 +87,7 @@ async def call_chat(gw: Gateway, job: JobRecord, req: ChatRequest, typed: bool =
 
 @router.post(
     "/v1/chat/completions",
+    operation_id="chat_completions",
     responses={**ERRORS, **UPSTREAM, 200: {"content": {"application/json": {}, "text/event-stream": {}}}},
 )
 async def chat_completions(
@@ -110,7 +118,7 @@ async def chat_completions(
     return StreamingResponse(iter(events + ["data: [DONE]\n\n"]), media_type="text/event-stream")
 
 
-@router.get("/v1/models", tags=["inference"])
+@router.get("/v1/models", operation_id="list_models", responses=ERRORS)
 def list_models(gw: Gateway = Depends(gateway), who: ApiKey = Depends(principal)) -> dict:
     """OpenAI's model list: the caller's jobs that can answer chat now (rollout replicas running, or a
     served checkpoint). The model id is the job id."""
@@ -134,7 +142,9 @@ def list_models(gw: Gateway = Depends(gateway), who: ApiKey = Depends(principal)
     return {"object": "list", "data": data}
 
 
-@router.post("/v1/steer", response_model=SteerResponse, responses={**ERRORS, **UPSTREAM})
+@router.post(
+    "/v1/steer", response_model=SteerResponse, operation_id="steer", responses={**ERRORS, **UPSTREAM}
+)
 async def steer_route(
     req: SteerRequest, gw: Gateway = Depends(gateway), who: ApiKey = Depends(principal)
 ) -> SteerResponse:
@@ -173,7 +183,15 @@ def _checkpoints(gw: Gateway, job_id: str) -> list[CheckpointEvent]:
     status_code=202,
     response_model=ServedModel,
     tags=["jobs"],
-    responses={**ERRORS, 409: {"model": ErrorResponse}},
+    operation_id="serve_checkpoint",
+    responses={
+        **ERRORS,
+        202: links(
+            "The app serving the checkpoint.",
+            **job_links("$response.body#/job_id", "GetJob", "ChatWithJob", "SteerJob", "UnserveCheckpoint"),
+        ),
+        409: {"model": ErrorResponse},
+    },
 )
 def serve_checkpoint(
     job_id: str,
@@ -182,7 +200,8 @@ def serve_checkpoint(
     who: ApiKey = Depends(principal),
 ) -> ServedModel:
     """Serve one of the job's checkpoints (default: the latest) for chat and steering, with one replica of
-    the job's engine. Only paths the job's learner reported as checkpoints can be served."""
+    the job's engine. Only paths the job's learner reported as checkpoints can be served; 503 from a
+    gateway that is not connected to Ray."""
     from services.serve_apps import app_status, serve_checkpoint
 
     job = visible_job(gw, who, job_id)
@@ -192,14 +211,23 @@ def serve_checkpoint(
     path = (req.checkpoint if req and req.checkpoint else None) or known[-1]
     if path not in known:
         raise HTTPException(404, f"checkpoint {path!r} is not one of job {job_id!r}'s checkpoints")
+    if not _ray_joined():
+        raise HTTPException(503, "this gateway is not connected to Ray, so it cannot serve a checkpoint")
     app_name = serve_checkpoint(job, path)
     return ServedModel(job_id=job_id, app=app_name, checkpoint=path, status=app_status(app_name).state)
 
 
-@router.delete("/v1/jobs/{job_id}/serve", status_code=204, tags=["jobs"], responses=ERRORS)
+@router.delete(
+    "/v1/jobs/{job_id}/serve",
+    status_code=204,
+    tags=["jobs"],
+    operation_id="unserve_checkpoint",
+    responses=ERRORS,
+)
 def unserve_checkpoint(job_id: str, gw: Gateway = Depends(gateway), who: ApiKey = Depends(principal)) -> None:
-    """Stop serving the job's checkpoint (nothing happens if none is served)."""
+    """Stop serving the job's checkpoint (nothing happens if none is served, nor in a gateway without Ray)."""
     from services.serve_apps import delete
 
     visible_job(gw, who, job_id)
-    delete(served_app_name(job_id))
+    if _ray_joined():  # without Ray nothing is served
+        delete(served_app_name(job_id))

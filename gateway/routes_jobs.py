@@ -1,4 +1,7 @@
-"""Job routes: submit, list, get, cancel, events (server-sent events), metrics (reward curve)."""
+"""Job routes: submit, list, get, cancel, events (server-sent events), metrics (reward curve).
+
+Each operation has a fixed operationId, and its success response links to what can follow it (a submitted
+job's id to the operations on that job), so clients and schemathesis' state machine can chain them."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from gateway import metrics
-from gateway.api_models import ErrorResponse, JobList, MetricsCurve, printable
+from gateway.api_models import JOB_ID, ErrorResponse, JobList, MetricsCurve, job_links, link, links, printable
 from gateway.app import ERRORS, Gateway, gateway, principal, visible_job
 from gateway.auth import ApiKey
 from gateway.settings import Sandbox
@@ -23,7 +26,10 @@ from services.jobspec import JobSpec, JobSpecError
 from services.limits import DocLimits
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+STREAM_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
+# documented on the parameters, checked in the route (with a message saying what an id looks like); empty
+# means none, as before
+EVENT_ID = {"pattern": r"^([0-9]{1,20}-[0-9]{1,20})?$", "examples": ["1712345678901-0"]}
 U64 = 2**64 - 1
 
 
@@ -40,7 +46,8 @@ _SPEC_BODY = {
         "required": True,
         "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}},
-            "application/yaml": {"schema": {"type": "string", "description": "The JobSpec as YAML."}},
+            # the YAML document is a JobSpec too (a "string" schema made clients send one quoted scalar)
+            "application/yaml": {"schema": {"$ref": "#/components/schemas/JobSpec"}},
         },
     }
 }
@@ -50,8 +57,19 @@ _SPEC_BODY = {
     "",
     status_code=201,
     response_model=JobRecord,
+    operation_id="submit_job",
     openapi_extra=_SPEC_BODY,
-    responses={**ERRORS, 413: {"model": ErrorResponse}},
+    responses={
+        **ERRORS,
+        201: links(
+            "The job, queued (its URL in Location).",
+            **job_links(),
+            ListTenantJobs=link(
+                "list_jobs", "The jobs of the job's tenant.", {"tenant": "$response.body#/tenant"}
+            ),
+        ),
+        413: {"model": ErrorResponse},
+    },
 )
 async def submit_job(request: Request, gw: Gateway = Depends(gateway), who: ApiKey = Depends(principal)):
     """Submit a job (a JobSpec as JSON or YAML). It is validated in full (document limits, schema, the
@@ -83,7 +101,7 @@ async def submit_job(request: Request, gw: Gateway = Depends(gateway), who: ApiK
         errors = [{"loc": printable(err["loc"]), "msg": printable(err["msg"])} for err in e.errors]
         detail = printable(f"invalid job spec: {e}")
         return JSONResponse({"detail": detail, "errors": errors}, status_code=413 if e.too_large else 422)
-    metrics.SUBMITTED.labels(who.tenant).inc()
+    metrics.SUBMITTED.inc()
     return JSONResponse(
         job.model_dump(mode="json"), status_code=201, headers={"Location": f"/v1/jobs/{job.id}"}
     )
@@ -105,7 +123,16 @@ def _unreadable(gw: Gateway, who: ApiKey, e: JobUnreadable, status: int, detail:
     return JSONResponse({"detail": printable(detail), "errors": errors}, status_code=status)
 
 
-@router.get("", response_model=JobListing, responses={**ERRORS, 403: {"model": ErrorResponse}})
+@router.get(
+    "",
+    response_model=JobListing,
+    operation_id="list_jobs",
+    responses={
+        **ERRORS,
+        200: links("A page of jobs.", **job_links("$response.body#/jobs/0/id", "GetJob", "CancelJob")),
+        403: {"model": ErrorResponse},
+    },
+)
 def list_jobs(
     state: list[JobState] | None = Query(None, description="Only jobs in these states."),
     tenant: str | None = Query(None, max_length=63, description="Admin only: one tenant's jobs."),
@@ -124,7 +151,16 @@ def list_jobs(
     return JSONResponse(page.model_dump(mode="json", exclude=None if found.unreadable else {"unreadable"}))
 
 
-@router.get("/{job_id}", response_model=JobRecord, responses={**ERRORS, 500: {"model": ErrorResponse}})
+@router.get(
+    "/{job_id}",
+    response_model=JobRecord,
+    operation_id="get_job",
+    responses={
+        **ERRORS,
+        200: links("The job.", **job_links(JOB_ID, "CancelJob", "JobMetrics")),
+        500: {"model": ErrorResponse},
+    },
+)
 def get_job(job_id: str, gw: Gateway = Depends(gateway), who: ApiKey = Depends(principal)) -> JobRecord:
     """One job: state, when it entered each state, the error that ended it, progress summary. 500 naming
     the job if its stored record cannot be read."""
@@ -138,7 +174,12 @@ def get_job(job_id: str, gw: Gateway = Depends(gateway), who: ApiKey = Depends(p
     "/{job_id}/cancel",
     status_code=202,
     response_model=JobRecord,
-    responses={**ERRORS, 409: {"model": ErrorResponse}},
+    operation_id="cancel_job",
+    responses={
+        **ERRORS,
+        202: links("The job, cancelled or being torn down.", **job_links(JOB_ID, "GetJob", "JobEvents")),
+        409: {"model": ErrorResponse},
+    },
 )
 def cancel_job(job_id: str, gw: Gateway = Depends(gateway), who: ApiKey = Depends(principal)) -> JobRecord:
     """Cancel a job: a queued job is cancelled at once; a starting or running one is torn down by the runner
@@ -162,6 +203,7 @@ def _sse(eid: str, kind: str, data: str) -> str:
 
 @router.get(
     "/{job_id}/events",
+    operation_id="job_events",
     responses={
         **ERRORS,
         200: {"content": {"text/event-stream": {}}, "description": "A stream of job events."},
@@ -170,9 +212,11 @@ def _sse(eid: str, kind: str, data: str) -> str:
 async def job_events(
     request: Request,
     job_id: str,
-    after: str | None = Query(None, max_length=41, description="Resume after this event id."),
+    after: str | None = Query(
+        None, max_length=41, description="Resume after this event id.", json_schema_extra=EVENT_ID
+    ),
     follow: bool = Query(True, description="Keep streaming until the job ends."),
-    last_event_id: str | None = Header(None, max_length=41),
+    last_event_id: str | None = Header(None, max_length=41, json_schema_extra=EVENT_ID),
     gw: Gateway = Depends(gateway),
     who: ApiKey = Depends(principal),
 ):
@@ -245,7 +289,7 @@ def reward_curve(gw: Gateway, job_id: str) -> MetricsCurve:
     )
 
 
-@router.get("/{job_id}/metrics", response_model=MetricsCurve, responses=ERRORS)
+@router.get("/{job_id}/metrics", response_model=MetricsCurve, operation_id="job_metrics", responses=ERRORS)
 def job_metrics(
     job_id: str, gw: Gateway = Depends(gateway), who: ApiKey = Depends(principal)
 ) -> MetricsCurve:

@@ -14,7 +14,7 @@ from ray import serve
 
 from gateway.settings import GatewaySettings
 
-SECRET_FIELDS = {"admin_key", "pepper"}
+SECRET_FIELDS = {"admin_key", "pepper", "metrics_token"}
 
 
 @serve.deployment(

@@ -1,5 +1,6 @@
 """Gateway settings, read from the environment (PAYOFF_GATEWAY_*, PAYOFF_QUOTA_*, the tenant sandbox's
-PAYOFF_ALLOWED_ROOTS / PAYOFF_JUDGE_HOSTS / PAYOFF_JUDGE_KEY_ENVS), plus the per-deployment key pepper.
+PAYOFF_ALLOWED_ROOTS / PAYOFF_JUDGE_HOSTS / PAYOFF_JUDGE_KEY_ENVS), plus the per-deployment key pepper and
+the optional scrape credential of /metrics (PAYOFF_METRICS_TOKEN).
 
 Every limit a tenant meets is here, so the operator sets it in one place; gateway/README.md lists them.
 """
@@ -75,6 +76,14 @@ class GatewaySettings(BaseModel):
         repr=False,
         description="Secret mixed into key hashes; None: the file <data_dir>/gateway/pepper (created once).",
     )
+    metrics_token: str | None = Field(
+        None,
+        min_length=24,
+        repr=False,
+        exclude=True,  # a secret: never in a dump (Serve records deployment arguments); replicas read the env
+        description="Scrape credential of GET /metrics (Authorization: Bearer <token>), besides the admin "
+        "key; no tenant key is accepted there. None: only the admin key.",
+    )
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Larger request bodies get 413.")
     max_spec_bytes: int = Field(64 * 1024, ge=1024, description="Larger job specs get 413.")
     rate_per_s: float = Field(20.0, gt=0, description="Sustained requests per second per API key.")
@@ -127,6 +136,7 @@ class GatewaySettings(BaseModel):
             "data_dir": base.data_dir,
             "admin_key": env.get("PAYOFF_ADMIN_KEY") or None,
             "pepper": env.get("PAYOFF_API_KEY_PEPPER") or None,
+            "metrics_token": env.get("PAYOFF_METRICS_TOKEN") or None,
         }
         numeric = {
             "max_body_bytes": ("PAYOFF_GATEWAY_MAX_BODY_BYTES", int),

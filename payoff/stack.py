@@ -51,7 +51,6 @@ class LocalStack:
         from gateway.settings import GatewaySettings
         from services.ray_utils import init_ray
         from services.redis_server import RedisServer, free_port
-
         from services.redis_watch import RedisSupervisor
 
         self.redis = RedisServer(self.data_dir / "local-redis").start()
@@ -193,13 +192,10 @@ def main(argv: list[str] | None = None) -> int:
             from gateway.serve_app import build_serve_app
 
             pepper = load_pepper(settings).decode()
-            serve.run(
-                build_serve_app(
-                    settings, secrets={"PAYOFF_ADMIN_KEY": admin_key, "PAYOFF_API_KEY_PEPPER": pepper}
-                ),
-                name="gateway",
-                route_prefix="/",
-            )
+            secrets = {"PAYOFF_ADMIN_KEY": admin_key, "PAYOFF_API_KEY_PEPPER": pepper}
+            if os.environ.get("PAYOFF_METRICS_TOKEN"):  # replicas on a joined cluster do not share our env
+                secrets["PAYOFF_METRICS_TOKEN"] = os.environ["PAYOFF_METRICS_TOKEN"]
+            serve.run(build_serve_app(settings, secrets=secrets), name="gateway", route_prefix="/")
             stop = threading.Event()
             signal.signal(signal.SIGINT, lambda *_: stop.set())
             signal.signal(signal.SIGTERM, lambda *_: stop.set())

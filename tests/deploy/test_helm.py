@@ -174,7 +174,7 @@ def test_default_render_contents():
     sts = kinds["StatefulSet"][0]
     assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "10Gi"
     secret = kinds["Secret"][0]
-    for key in ("PAYOFF_ADMIN_KEY", "PAYOFF_API_KEY_PEPPER", "PAYOFF_INTERNAL_TOKEN"):
+    for key in ("PAYOFF_ADMIN_KEY", "PAYOFF_API_KEY_PEPPER", "PAYOFF_INTERNAL_TOKEN", "PAYOFF_METRICS_TOKEN"):
         assert len(base64.b64decode(secret["data"][key])) >= 24  # generated, long enough for GatewaySettings
     rs = kinds["RayService"][0]["spec"]["rayClusterConfig"]
     assert [g["groupName"] for g in rs["workerGroupSpecs"]] == ["cpu"]
@@ -195,11 +195,25 @@ def test_default_render_contents():
             "name": secret["metadata"]["name"],
             "key": "PAYOFF_INTERNAL_TOKEN",
         }
+        # ... and the gateways' scrape token (optional: an existingSecret without it leaves only the admin key)
+        scrape = next(e for e in c["env"] if e["name"] == "PAYOFF_METRICS_TOKEN")
+        assert scrape["valueFrom"]["secretKeyRef"] == {
+            "name": secret["metadata"]["name"],
+            "key": "PAYOFF_METRICS_TOKEN",
+            "optional": True,
+        }
     # every dashboard of deploy/grafana ships in the sidecar ConfigMap, byte for byte
     cm = kinds["ConfigMap"][0]
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     shipped = {p.name: p.read_text() for p in (ROOT / "deploy" / "grafana").glob("*.json")}
     assert shipped and {k: v + "\n" for k, v in cm["data"].items()} == shipped
+
+
+def test_given_tokens_go_into_the_secret():
+    given = {"metricsToken": "m" * 32, "internalToken": "i" * 32}
+    secret = by_kind(render({"apiKeys": given}))["Secret"][0]["data"]
+    assert base64.b64decode(secret["PAYOFF_METRICS_TOKEN"]).decode() == given["metricsToken"]
+    assert base64.b64decode(secret["PAYOFF_INTERNAL_TOKEN"]).decode() == given["internalToken"]
 
 
 def test_external_redis_ingress_servicemonitor():
@@ -213,10 +227,12 @@ def test_external_redis_ingress_servicemonitor():
         ("http", "/rollout/metrics"),
         ("http", "/judge/metrics"),
     }
-    # the apps' own routes are internal: their scrapes send the token from the (existing) Secret
+    # the gateway's /metrics needs the scrape token, the apps' own routes are internal: every scrape sends its
+    # token from the (existing) Secret
     auth = {e["path"]: e.get("authorization") for e in sm["spec"]["endpoints"]}
     token = {"type": "Bearer", "credentials": {"name": "my-keys", "key": "PAYOFF_INTERNAL_TOKEN"}}
-    assert auth == {"/metrics": None, "/rollout/metrics": token, "/judge/metrics": token}
+    scrape = {"type": "Bearer", "credentials": {"name": "my-keys", "key": "PAYOFF_METRICS_TOKEN"}}
+    assert auth == {"/metrics": scrape, "/rollout/metrics": token, "/judge/metrics": token}
     svc = next(s for s in kinds["Service"] if s["metadata"]["name"] == "rel-payoff-gateway")
     assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
     # Ray's agent is still scraped on every Ray pod (ray_*, ray_serve_*), but payoff_* is not mirrored into it
@@ -243,6 +259,7 @@ def test_external_redis_ingress_servicemonitor():
         ({"ray": {"gpuWorkers": {"gpus": 0}}}, "/ray/gpuWorkers/gpus"),  # a GPU group without GPUs
         ({"serve": {"rollout": {"importPath": "not a path"}}}, "/serve/rollout/importPath"),
         ({"apiKeys": {"adminKey": "short"}}, "/apiKeys/adminKey"),  # GatewaySettings wants >= 24 chars
+        ({"apiKeys": {"metricsToken": "short"}}, "/apiKeys/metricsToken"),  # so does metrics_token
         ({"unknownKey": 1}, "unknownKey"),
         (
             {"metrics": {"serviceMonitor": {"enabled": True}}},
@@ -256,6 +273,7 @@ def test_external_redis_ingress_servicemonitor():
         "zero-gpus",
         "bad-import-path",
         "short-admin-key",
+        "short-metrics-token",
         "unknown-key",
         "servicemonitor-and-export",
         "learner-job-zero-gpus",

@@ -92,6 +92,12 @@ def test_monitors_select_every_ray_pod_and_only_the_rayservice_head_serves_the_g
     assert pm["metadata"]["labels"]["release"] == "kps"
     eps = {e["port"]: e for e in pm["spec"]["podMetricsEndpoints"]}
     assert set(eps) == {"metrics", "payoff-http"}
+    # the learner RayJob's private gateway answers /metrics only with the scrape token; Ray's agent has none
+    assert eps["payoff-http"]["authorization"] == {
+        "type": "Bearer",
+        "credentials": {"name": "rel-payoff-api-keys", "key": "PAYOFF_METRICS_TOKEN"},
+    }
+    assert "authorization" not in eps["metrics"]
     rename = eps["metrics"]["metricRelabelings"][0]
     assert rename == {
         "sourceLabels": ["__name__"],
@@ -130,6 +136,10 @@ def test_monitors_select_every_ray_pod_and_only_the_rayservice_head_serves_the_g
         is_gateway_head = kind == "RayService" and group == "head"
         assert selects(gateway_svc["spec"]["selector"], labels) == is_gateway_head, (kind, group)
         assert ("payoff-http" in ports) == (kind == "RayJob" and group == "head")
+        # every Ray pod may run a gateway (a Serve replica, the RayJob's `payoff serve`): each has the token
+        env = {e["name"]: e for e in template["spec"]["containers"][0]["env"]}
+        ref = env["PAYOFF_METRICS_TOKEN"]["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == "rel-payoff-api-keys" and ref["key"] == "PAYOFF_METRICS_TOKEN", (kind, group)
     redis = kinds["StatefulSet"][0]["spec"]["template"]["metadata"]["labels"]
     assert not selects(pm["spec"]["selector"]["matchLabels"], redis)
 

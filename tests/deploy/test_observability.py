@@ -6,6 +6,8 @@
 - the job-detail dashboard selects one job and shows every view the issue lists for it;
 - both scrape configs pass promtool, and the Ray metrics agent job keeps exactly Ray pods' metrics ports, keeps
   the payoff `job` label and renames ray_payoff_* back the same way the Helm chart's PodMonitor does;
+- both scrape configs send the gateway's scrape credential (the admin key locally, PAYOFF_METRICS_TOKEN on
+  Kubernetes) to the gateways' /metrics, and none to Ray's agent;
 - the rollout and learner recorders turn real stats into the documented series.
 """
 
@@ -155,6 +157,14 @@ def ray_scrape_job(path: str = "prometheus.yml") -> dict:
     return next(c for c in cfg["scrape_configs"] if c["job_name"] == "ray")
 
 
+def keeps_port(job: dict) -> str:
+    return next(
+        r["regex"]
+        for r in job["relabel_configs"]
+        if r.get("action") == "keep" and r["source_labels"] == ["__meta_kubernetes_pod_container_port_name"]
+    )
+
+
 def test_scrape_configs_reach_rays_metrics_agent_like_the_chart():
     """prometheus.yml (Kubernetes): the `ray` job keeps every KubeRay pod (head and worker groups of any
     RayService/RayCluster/RayJob) on its `metrics` port, honours the payoff `job` label, and renames
@@ -190,6 +200,37 @@ def test_scrape_configs_reach_rays_metrics_agent_like_the_chart():
     assert all(c["honor_labels"] is True for c in jobs.values())
 
 
+def test_scrape_configs_send_the_gateway_credential():
+    """A gateway's /metrics takes only the admin key or PAYOFF_METRICS_TOKEN: both configs send one to the
+    gateways and none to Ray's agent. Locally it is the admin key `payoff serve` keeps in the default data dir;
+    on Kubernetes the release Secret's PAYOFF_METRICS_TOKEN, mounted into Prometheus."""
+    here = ROOT / "deploy" / "prometheus"
+    local = {
+        c["job_name"]: c
+        for c in yaml.safe_load((here / "prometheus-local.yml").read_text())["scrape_configs"]
+    }
+    auth = local["payoff-gateway"]["authorization"]
+    assert auth["type"] == "Bearer" and "ray" in local and "authorization" not in local["ray"]
+    # resolved like Prometheus does (relative to the config file): <repo>/.payoff/gateway/admin_key, the file
+    # payoff/stack.py writes for the data dir that `make` (and `payoff serve` run in the repository) use
+    assert (here / auth["credentials_file"]).resolve() == ROOT / ".payoff" / "gateway" / "admin_key"
+    assert "PAYOFF_DATA_DIR ?= $(CURDIR)/.payoff" in (ROOT / "Makefile").read_text()
+    assert '"gateway" / "admin_key"' in (ROOT / "payoff" / "stack.py").read_text()
+    k8s = {c["job_name"]: c for c in yaml.safe_load((here / "prometheus.yml").read_text())["scrape_configs"]}
+    assert set(k8s) == {"ray", "payoff-gateway"} and "authorization" not in k8s["ray"]
+    gw = k8s["payoff-gateway"]
+    assert gw["authorization"] == {
+        "type": "Bearer",
+        "credentials_file": "/etc/prometheus/secrets/payoff-api-keys/PAYOFF_METRICS_TOKEN",
+    }
+    keeps = {
+        tuple(r["source_labels"]): r["regex"] for r in gw["relabel_configs"] if r.get("action") == "keep"
+    }
+    ports = keeps[("__meta_kubernetes_pod_container_port_name",)]
+    assert re.fullmatch(ports, "payoff-http") and not re.fullmatch(ports, "metrics")
+    assert not re.fullmatch(keeps_port(ray_scrape_job()), "payoff-http")  # the agent job no longer takes it
+
+
 def test_alerts_reference_only_registered_series():
     known = generate.series_names()
     alerts = dict(alert_exprs())
@@ -205,35 +246,40 @@ def test_alerts_reference_only_registered_series():
         assert not unknown, f"alert {name}: {sorted(unknown)} not registered"
 
 
+def _promtool(*args: str, cwd: Path) -> str:
+    res = subprocess.run([PROMTOOL, *args], capture_output=True, text=True, cwd=cwd, timeout=60)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0 and "SUCCESS" in out, out
+    return out
+
+
 @needs_promtool
 def test_promtool_checks_config_and_rules(tmp_path):
+    """Both configs and the rules pass promtool, in full with every credentials_file pointed at a file that
+    exists (the shipped ones exist only where Prometheus runs); prometheus-local.yml as shipped, for syntax."""
     here = ROOT / "deploy" / "prometheus"
-    for cmd in (["check", "config", "prometheus-local.yml"], ["check", "rules", "alerts.yml"]):
-        res = subprocess.run([PROMTOOL, *cmd], capture_output=True, text=True, cwd=here, timeout=60)
-        assert res.returncode == 0, res.stdout + res.stderr
-        assert "SUCCESS" in res.stdout + res.stderr
-    res = subprocess.run(
-        [PROMTOOL, "check", "config", "prometheus.yml"], capture_output=True, text=True, cwd=here, timeout=60
-    )
-    out = res.stdout + res.stderr
-    if res.returncode != 0 and "field kubernetes_sd_configs not found" in out:
-        # Debian's Prometheus is built without Kubernetes service discovery: check everything else of the file
-        # (relabelling, metric relabelling, rules) with the discovery swapped for a static target
-        cfg = yaml.safe_load((here / "prometheus.yml").read_text())
+    _promtool("check", "rules", "alerts.yml", cwd=here)
+    _promtool("check", "config", "--syntax-only", "prometheus-local.yml", cwd=here)
+    (tmp_path / "alerts.yml").write_text((here / "alerts.yml").read_text())
+    (tmp_path / "token").write_text("scrape-token-0123456789abcdef\n")
+    for name in ("prometheus-local.yml", "prometheus.yml"):
+        cfg = yaml.safe_load((here / name).read_text())
         for c in cfg["scrape_configs"]:
-            if c.pop("kubernetes_sd_configs", None) is not None:
-                c["static_configs"] = [{"targets": ["10.0.0.1:8080"]}]
-        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(cfg))
-        (tmp_path / "alerts.yml").write_text((here / "alerts.yml").read_text())
+            if "authorization" in c:
+                c["authorization"]["credentials_file"] = str(tmp_path / "token")
+        (tmp_path / name).write_text(yaml.safe_dump(cfg))
         res = subprocess.run(
-            [PROMTOOL, "check", "config", "prometheus.yml"],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            timeout=60,
+            [PROMTOOL, "check", "config", name], capture_output=True, text=True, cwd=tmp_path, timeout=60
         )
         out = res.stdout + res.stderr
-    assert res.returncode == 0 and "SUCCESS" in out, out
+        if res.returncode != 0 and "field kubernetes_sd_configs not found" in out:
+            # Debian's Prometheus is built without Kubernetes service discovery: check everything else of the
+            # file (relabelling, metric relabelling, rules) with the discovery swapped for a static target
+            for c in cfg["scrape_configs"]:
+                if c.pop("kubernetes_sd_configs", None) is not None:
+                    c["static_configs"] = [{"targets": ["10.0.0.1:8080"]}]
+            (tmp_path / name).write_text(yaml.safe_dump(cfg))
+        _promtool("check", "config", name, cwd=tmp_path)
 
 
 @needs_promtool

@@ -1,6 +1,6 @@
 """A real Prometheus server (Debian's package) scrapes a real payoff /metrics endpoint with the shipped
-prometheus-local.yml job, loads the alert rules, and answers PromQL over its HTTP API. Bounded in time; the
-server is killed at the end."""
+prometheus-local.yml job (its bearer credential read from a file, as the gateway's /metrics requires), loads the
+alert rules, and answers PromQL over its HTTP API. Bounded in time; the server is killed at the end."""
 
 from __future__ import annotations
 
@@ -32,14 +32,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+TOKEN = "pyf_admin_promtest-0123456789abcdef"
+
+
 class _Metrics(BaseHTTPRequestHandler):
-    """The same exposition every payoff service returns from GET /metrics (services.metrics.render)."""
+    """The same exposition every payoff service returns from GET /metrics (services.metrics.render), behind the
+    gateway's check: 401 without `Authorization: Bearer <TOKEN>`."""
 
     def do_GET(self):  # noqa: N802
         from services.metrics import render
 
         if self.path != "/metrics":
             self.send_error(404)
+            return
+        if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+            self.send_error(401)
             return
         body = render()
         self.send_response(200)
@@ -95,6 +102,13 @@ def test_prometheus_scrapes_payoff_metrics_and_loads_alerts(tmp_path, metrics_en
     cfg["scrape_configs"][0]["static_configs"] = [
         {"targets": [metrics_endpoint], "labels": {"component": "test"}}
     ]
+    # the shipped job reads the admin key `payoff serve` keeps in the data dir (path relative to the config);
+    # here the same kind of file (with a trailing newline, which Prometheus strips) next to the copied config
+    auth = cfg["scrape_configs"][0]["authorization"]
+    assert auth["type"] == "Bearer" and auth["credentials_file"].endswith("gateway/admin_key")
+    (tmp_path / "gateway").mkdir()
+    (tmp_path / "gateway" / "admin_key").write_text(TOKEN + "\n")
+    auth["credentials_file"] = "gateway/admin_key"
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(cfg))
     port = _free_port()
     log = open(tmp_path / "prometheus.log", "w")

@@ -149,7 +149,7 @@ def test_health_readiness_metrics_openapi(gateway_server, admin_client):
     ready = httpx.get(f"{gateway_server.url}/readyz")
     assert ready.status_code == 200 and ready.json()["checks"] == {"redis": "ok"}
     admin_client.get("/v1/jobs/nope")
-    text = httpx.get(f"{gateway_server.url}/metrics").text
+    text = admin_client.get("/metrics").text  # the scrape needs the admin key (or PAYOFF_METRICS_TOKEN)
     assert 'payoff_gateway_requests_total{method="GET",route="/v1/jobs/{job_id}",status="404"}' in text
     assert "payoff_queue_put_total" in text  # the shared services registry
     doc = httpx.get(f"{gateway_server.url}/openapi.json").json()

@@ -71,6 +71,14 @@ Args: dict "root" $ "redisUrl" <url> */}}
     secretKeyRef:
       name: {{ include "payoff.secretName" $root }}
       key: PAYOFF_INTERNAL_TOKEN
+# the scrape credential of the gateways' GET /metrics (the monitors send it; the admin key works too). Optional:
+# an apiKeys.existingSecret without it leaves /metrics to the admin key (and the monitors without a credential)
+- name: PAYOFF_METRICS_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "payoff.secretName" $root }}
+      key: PAYOFF_METRICS_TOKEN
+      optional: true
 - name: PAYOFF_DATA_DIR
   value: /data/payoff
 {{- if $root.Values.metrics.exportToRay }}
