@@ -1,7 +1,8 @@
 """Data loading: where the shared data sets live, and the GTAlign parquet loader (spec §1.6).
 
-The data directory is `$PAYOFF_SHARED_DATA`, else `<repo>/../shared/data`. Loaders accept any path with
-the same schema, so full train splits work too. pyarrow is imported lazily (only the loaders need it).
+The data root is the project's own vendored folder `<repo>/data` (data/README.md: sources, licences,
+checksums), or `$PAYOFF_DATASETS` (same layout; `PAYOFF_SHARED_DATA` is its older name). Loaders accept any
+path with the same schema, so full splits and users' own files work too. pyarrow is imported lazily (only the loaders need it).
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from typing import Any
 GTALIGN_SETS = ("math-hard", "ambig_qa", "wildguard", "advbench")
 
 
+VENDORED = Path(__file__).resolve().parents[1] / "data"
+
+
 def shared_data_dir() -> Path:
-    env = os.environ.get("PAYOFF_SHARED_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    """The data root: $PAYOFF_DATASETS (or its older name $PAYOFF_SHARED_DATA), else the vendored folder."""
+    env = os.environ.get("PAYOFF_DATASETS") or os.environ.get("PAYOFF_SHARED_DATA")
+    return Path(env) if env else VENDORED
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ def load_gtalign(name_or_path: str | Path, limit: int | None = None) -> list[GTA
     """
     path = gtalign_path(name_or_path)
     if not path.exists():
-        raise FileNotFoundError(f"GTAlign data not found: {path} (set PAYOFF_SHARED_DATA or pass a path)")
+        raise FileNotFoundError(f"GTAlign data not found: {path} (set PAYOFF_DATASETS or pass a path)")
     st = path.stat()
     return list(_parse_gtalign(str(path.resolve()), st.st_mtime_ns, st.st_size, limit))
 

@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         "split": {
             "train": train_opts,
             "heldout": held_opts,
-            "note": "only test splits exist in ../shared/data: the job trains on the questions whose "
+            "note": "one test file carved in two: the job trains on the questions whose "
             "index is not a multiple of heldout_every, and both evaluations use the others",
         },
         "heldout_before": round(before["mean_reward"], 4),

@@ -50,8 +50,12 @@ def test_copy_sources_exist():
         for src in parts[:-1]:
             assert (ROOT / src).exists(), f"COPY {src}: missing"
     copied = {parts[0].rstrip("/") for parts in copies}
-    for pkg in ("services", "games", "rollout", "judge", "learner", "gateway"):
+    import tomllib
+
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    for pkg in (p.rstrip("*") for p in packages["include"]):  # every package the project installs
         assert pkg in copied, f"package {pkg} not copied into the image"
+    assert "data" in copied, "the vendored data sets are not copied into the image"
 
 
 def test_run_steps_reference_existing_files_and_modules():

@@ -1,4 +1,4 @@
-"""Fixtures for the games/ tests: the shared data sets (skipped when they are not present)."""
+"""Fixtures for the games/ tests: the data sets (vendored in data/, or $PAYOFF_DATASETS)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,5 @@ from games.data import shared_data_dir
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     root = shared_data_dir()
-    if not (root / "gtalign").is_dir() or not (root / "grl").is_dir():
-        pytest.skip(f"shared data not found at {root} (set PAYOFF_SHARED_DATA)")
+    assert (root / "gtalign").is_dir() and (root / "grl").is_dir(), f"data sets not found at {root}"
     return root

@@ -49,8 +49,11 @@ def test_loader_accepts_any_path_and_env_var(
     fake = tmp_path / "data"
     (fake / "gtalign").mkdir(parents=True)
     pq.write_table(table, fake / "gtalign" / "wildguard.test.parquet")
-    monkeypatch.setenv("PAYOFF_SHARED_DATA", str(fake))
+    monkeypatch.setenv("PAYOFF_DATASETS", str(fake))
     assert shared_data_dir() == fake and len(load_gtalign("wildguard")) == 5
+    monkeypatch.delenv("PAYOFF_DATASETS")
+    monkeypatch.setenv("PAYOFF_SHARED_DATA", str(fake))  # the older name still works
+    assert shared_data_dir() == fake
     with pytest.raises(FileNotFoundError):
         load_gtalign(tmp_path / "missing.parquet")
     pq.write_table(table.drop_columns(["reward_model"]), tmp_path / "bad.parquet")

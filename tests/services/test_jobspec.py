@@ -19,7 +19,7 @@ name: gtalign-math
 algorithm: grpo
 model: {path: smollm2-135m}
 tasks:
-  - {env: gtalign, data_path: ../shared/data/gtalign/math-hard.test.parquet, weight: 2}
+  - {env: gtalign, data_path: data/gtalign/math-hard.test.parquet, weight: 2}
   - {env: sokoban, max_turns: 5}
 rollout: {group_size: 8, max_response_tokens: 512}
 asynchrony: {window_tokens: 128, max_staleness: 2}
