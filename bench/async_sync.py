@@ -69,6 +69,19 @@ def _events(stack, job_id: str) -> tuple[list, float]:
     return [e for e in events if isinstance(e, StepEvent)], running
 
 
+def time_account(steps_ev: list) -> dict[str, float]:
+    """Mean seconds per learner step by phase (learner/metrics.phases: collate, forward, backward,
+    optimizer, push_rendezvous, push_transfer, checkpoint, wait, report), from the job's step events."""
+    from learner.metrics import phases
+
+    total: dict[str, float] = {}
+    for e in steps_ev:
+        for k, v in phases(e.metrics).items():
+            total[k] = total.get(k, 0.0) + v
+    n = max(1, len(steps_ev))
+    return {k: round(v / n, 4) for k, v in sorted(total.items())}
+
+
 def run_job(stack, mode: str, steps: int) -> dict:
     from payoff.stack import wait_job
 
@@ -97,6 +110,7 @@ def run_job(stack, mode: str, steps: int) -> dict:
             break
     roll = (job.get("summary") or {}).get("rollout") or {}
     return {
+        "time_account": time_account(timed),
         "job": jid,
         "mode": mode,
         "wall_s": wall,
@@ -168,6 +182,7 @@ def _entries(pairs: list[dict]) -> list[Entry]:
         "spec": SPEC,
         "time_to_reward_ratio": [s / a for a, s in both] or None,
         "traj_per_s": {m: [p[m]["traj_per_s"] for p in pairs] for m in ("async", "sync")},
+        "time_account_s_per_step": {m: [p[m]["time_account"] for p in pairs] for m in ("async", "sync")},
         "idle": {
             m: {
                 "learner": [p[m]["learner_idle"] for p in pairs],

@@ -193,6 +193,8 @@ JOB_DETAIL = [
                                           (f"max(payoff_learner_reward_mean{{{J1}}})", "mean (all)")]),
     ("Learner step time p50 / p95", [(_q(0.5, "payoff_learner_step_seconds", "", J1), "p50"),
                                      (_q(0.95, "payoff_learner_step_seconds", "", J1), "p95")], "s"),
+    ("Learner time account (seconds per second, by phase)",
+     [(f"sum by (phase) (rate(payoff_learner_phase_seconds_total{{{J1}}}[{RI}]))", "{{phase}}")], "s"),
     ("Learner samples/s, steps/s", [(f"sum(rate(payoff_learner_samples_total{{{J1}}}[{RI}]))", "samples/s"),
                                     (f"sum(rate(payoff_learner_steps_total{{{J1}}}[{RI}]))", "steps/s")]),
     ("Loss terms", [(f'max by (term) (payoff_learner_loss{{{J1},term!~".*kl.*"}})', "{{term}}")]),

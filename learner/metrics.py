@@ -6,6 +6,8 @@ call per step and the metric names live here.
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.metrics import REGISTRY
@@ -76,6 +78,38 @@ IDLE_RATIO = Gauge(
     registry=REGISTRY,
 )
 
+PHASE_SECONDS = Counter(
+    "payoff_learner_phase_seconds_total",
+    "Learner time by phase: collate, forward, backward, optimizer, push_rendezvous, push_transfer (pack + "
+    "transfer + apply + ack), checkpoint, wait (for trajectories), report",
+    ["job", "phase"],
+    registry=REGISTRY,
+)
+_PHASE_KEYS = {"checkpoint_s": "checkpoint", "wait_s": "wait", "report_s": "report"}
+
+
+class PhaseClock:
+    """Laps of one train_step: `lap(name)` charges the time since the previous lap to `name`."""
+
+    def __init__(self) -> None:
+        self.last, self.laps = time.perf_counter(), {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = self.laps.get(name, 0.0) + now - self.last
+        self.last = now
+
+    def stats(self) -> dict[str, float]:
+        return {f"time_{k}_s": v for k, v in self.laps.items()}
+
+
+def phases(stats: dict) -> dict[str, float]:
+    """phase -> seconds of one step's stats (its time_*_s laps, push phases, checkpoint, wait, report)."""
+    out = {k[5:-2]: float(v) for k, v in stats.items() if k.startswith("time_") and k.endswith("_s")}
+    out.update({p: float(stats[k]) for k, p in _PHASE_KEYS.items() if k in stats})
+    return out
+
+
 # stats keys the algorithms report that are loss terms (or KL) rather than bookkeeping
 _NOT_LOSS = {
     "step",
@@ -93,6 +127,7 @@ _NOT_LOSS = {
     "wait_s",
     "idle_ratio",
     "behaviour_version_max",
+    "behaviour_version_min",
     "finished",
     "report_s",
     "trained_tokens",
@@ -126,7 +161,11 @@ def observe_step(job: str, stats: dict, by_source: dict[str, tuple[float, float]
         for source, (mean, std) in by_source.items():
             REWARD_BY_SOURCE.labels(job, source, "mean").set(mean)
             REWARD_BY_SOURCE.labels(job, source, "std").set(std)
+        for phase, seconds in phases(stats).items():
+            PHASE_SECONDS.labels(job, phase).inc(seconds)
         for k, v in stats.items():
+            if k.startswith("time_") or k.startswith("catchup_"):
+                continue
             if k not in _NOT_LOSS and isinstance(v, (int, float)) and not isinstance(v, bool):
                 LOSS.labels(job, k).set(float(v))
     except Exception:  # pragma: no cover - defensive

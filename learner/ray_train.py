@@ -48,6 +48,7 @@ def train_loop(config: dict) -> None:
     import ray.train
     import ray.train.torch as rt
 
+    from learner import metrics as learner_metrics
     from learner.trainer import Learner
 
     ctx = ray.train.get_context()
@@ -77,6 +78,8 @@ def train_loop(config: dict) -> None:
         step = int(stats["step"])
         metrics = {k: v for k, v in stats.items() if isinstance(v, (int, float))}
         metrics["report_s"] = last_report  # the previous step's bookkeeping (events + Ray Train report)
+        if rank == 0:
+            learner_metrics.PHASE_SECONDS.labels(cfg.job_id, "report").inc(last_report)
         ckpt = stats.get("checkpoint")
         if rank == 0:  # the job's event stream: the gateway's SSE, reward curve and summary read it
             try:

@@ -26,6 +26,7 @@ from learner import algorithms, checkpoint
 from learner import metrics as learner_metrics
 from learner.batch import collate, complete_groups
 from learner.critic import freeze_below
+from learner.metrics import PhaseClock
 from learner.stall import LearnerError, StallWatch, keep_alive
 from services.config import data_plane_client
 from services.jobspec import Algorithm, Hyper, JobSpec
@@ -248,8 +249,10 @@ class Learner:
     # ------------------------------------------------------------------ one step
     def train_step(self, items: list[Item]) -> dict[str, float]:
         t0 = time.perf_counter()
+        clock = PhaseClock()  # the step's time account: time_<phase>_s in its stats
         trajs = [i.trajectory for i in items]
         batch = collate(trajs, self.tokenizer.pad_token_id or 0).to(self.device)
+        clock.lap("collate")
         self.opt.zero_grad(set_to_none=True)
         if self.critic_opt:
             self.critic_opt.zero_grad(set_to_none=True)
@@ -261,12 +264,15 @@ class Learner:
             loss, stats = algorithms.policy_gradient_loss(
                 self.cfg.algorithm, self.policy, batch, self.cfg.hyper, self.critic, self.ref
             )
+        clock.lap("forward")  # policy, critic and reference forwards and the loss
         if loss is not None:
             loss.backward()
+            clock.lap("backward")
             torch.nn.utils.clip_grad_norm_(self.policy.parameters(), 1.0)
             self.opt.step()
             if self.critic_opt:
                 self.critic_opt.step()
+            clock.lap("optimizer")
         self.step_no += 1
         self.version += 1
         self.uncommitted += items
@@ -288,6 +294,7 @@ class Learner:
             if stale.any()
             else 0.0,
             step_s=time.perf_counter() - t0,
+            **clock.stats(),
         )
         if self.ref is not None and self.cfg.ref_reset_every and self.step_no % self.cfg.ref_reset_every == 0:
             self.ref.load_state_dict(self.base.state_dict())  # COMAL: move the magnet
@@ -339,6 +346,7 @@ class Learner:
                 "weight push v%d: %d replica(s) failed: %s", self.version, len(res.failed), res.failed
             )
         return {
+            **{f"time_push_{k}_s": v for k, v in res.phases.items()},
             "push_s": res.seconds,
             "push_bytes": float(res.bytes),
             "push_ok": float(len(res.ok)),

@@ -73,6 +73,7 @@ class PushResult:
     failed: dict[str, str] = field(default_factory=dict)
     bytes: int = 0
     seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # rendezvous, transfer (pack+send+apply+ack)
 
 
 def _error(e: BaseException) -> str:
@@ -137,11 +138,14 @@ class WeightSender:
             num_buckets=n_buckets,
             checksum=TRAILER,
         )
+        t_prep = time.perf_counter()
         rendezvous = self._prepare(targets, records, backend, result)
         if rendezvous:
             self._announce(manifest, backend, rendezvous)
+        t_run = time.perf_counter()
         buckets = BucketFeed(n_buckets + 1, self.cfg.timeout_s)  # the last "bucket" is the trailer
         errors = self._run(named, metas, device, buckets, list(rendezvous), version)
+        result.phases = {"rendezvous": t_run - t_prep, "transfer": time.perf_counter() - t_run}
         for rid in targets:  # in target order; those that failed in prepare are already in `failed`
             if rid in errors and errors[rid]:
                 result.failed[rid] = errors[rid]  # type: ignore[assignment]

@@ -61,6 +61,13 @@ def test_algorithm_steps(algorithm, engine, redis_url, redis_client, job_id, tin
     text = metrics.render().decode()
     assert f'payoff_learner_reward_by_source{{data_source="welfare-game",job="{job_id}",stat="mean"}}' in text
     assert f'payoff_learner_idle_ratio{{job="{job_id}"}}' in text
+    for h in history:  # the step's time account: its laps are inside the step's wall time
+        assert "time_collate_s" in h and "time_forward_s" in h  # backward/optimizer: only with a loss
+        laps = [h.get(f"time_{p}_s", 0.0) for p in ("collate", "forward", "backward", "optimizer")]
+        assert all(t >= 0 for t in laps) and sum(laps) <= h["step_s"] + 1e-6, h
+    for phase in ("collate", "forward", "wait", "checkpoint"):
+        assert f'payoff_learner_phase_seconds_total{{job="{job_id}",phase="{phase}"}}' in text
+    assert 'term="time_' not in text and 'term="catchup_' not in text  # not loss terms
 
 
 def test_grl_group_filter_trains_only_the_most_varied_groups(

@@ -134,6 +134,7 @@ def test_push_to_two_receivers_and_version_bump(redis_client, job_id, transport)
         res = sender.push(named, version=3, step=30)
         assert sorted(res.ok) == ["r0", "r1"] and not res.failed
         assert res.bytes == 2 * sum(t.numel() * t.element_size() for _, t in named)
+        assert set(res.phases) == {"rendezvous", "transfer"} and sum(res.phases.values()) <= res.seconds
         for s, rcv in zip(sinks, receivers):
             assert rcv.version == 3 and rcv.healthy and rcv.transport.name == transport
             assert [n for n, _ in s.got[3]] == [n for n, _ in named]
