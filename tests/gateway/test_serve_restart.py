@@ -9,7 +9,6 @@ and runs a new job to success, and stops cleanly on SIGTERM with its Redis.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -22,6 +21,7 @@ import pytest
 import yaml
 
 from services.redis_server import _is_live_redis, free_port, lock_holder
+from tests.gateway.test_e2e import wait_for
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -69,14 +69,6 @@ def left_in_group(pgid: int) -> list[str]:
     return [line.strip() for line in out.splitlines() if line.split() and int(line.split()[0]) == pgid]
 
 
-def wait_job(c: httpx.Client, jid: str, until, timeout_s: float) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while not until(job := c.get(f"/v1/jobs/{jid}").json()):
-        assert time.monotonic() < deadline, json.dumps(job)[:2000]
-        time.sleep(0.5)
-    return job
-
-
 def test_payoff_serve_killed_and_restarted_fails_the_orphaned_job_with_its_reason_and_runs_a_new_one(
     tmp_path,
 ):
@@ -91,7 +83,7 @@ def test_payoff_serve_killed_and_restarted_fails_the_orphaned_job_with_its_reaso
         r = c.post("/v1/jobs", json=quickstart(steps=100_000))
         assert r.status_code == 201, r.text
         jid = r.json()["id"]
-        wait_job(c, jid, lambda j: j["state"] == "running" and (j["summary"]["step"] or 0) >= 1, 300)
+        wait_for(c, jid, lambda j: j["state"] == "running" and (j["summary"]["step"] or 0) >= 1, 300)
         redis_pid = lock_holder(data / "redis")["pid"]
         os.kill(first.pid, signal.SIGKILL)  # `kill -9 <pid>` of the gateway process only
         first.wait(timeout=10)
@@ -104,12 +96,12 @@ def test_payoff_serve_killed_and_restarted_fails_the_orphaned_job_with_its_reaso
         second = serve(data, port, log)
         ready(c, second, log)
         t1 = time.monotonic()
-        orphan = wait_job(c, jid, lambda j: j["state"] in ENDED, timeout_s=120)
+        orphan = wait_for(c, jid, lambda j: j["state"] in ENDED, timeout_s=120)
         failed_s = time.monotonic() - t1
         assert orphan["state"] == "failed" and "every component of the job is gone" in orphan["error"], orphan
         r = c.post("/v1/jobs", json=quickstart(steps=3))
         assert r.status_code == 201, r.text
-        done = wait_job(c, r.json()["id"], lambda j: j["state"] in ENDED, timeout_s=420)
+        done = wait_for(c, r.json()["id"], lambda j: j["state"] in ENDED, timeout_s=420)
         assert done["state"] == "succeeded", done
         # the old local Ray head went with it (its agents only after a GCS timeout)
         while left := left_in_group(first.pid):
