@@ -1,16 +1,23 @@
 """GTAlign's reward pipeline (spec §1.4) around a judge engine.
 
-Per sample: parse the four blocks (games.parsing: regex format check, strict payoff JSON with the lenient
-fallbacks), ask the judge the data_source's rubric (or take a fixed verdict from the input), turn the
-verdict into the task terms a_user / a_llm, and compute U, L and the welfare with games.gtalign_reward.
-In the ablation variant the math-hard / medium / wildguard / ambig_qa tasks also ask the Pareto-consistency
-judge about <analyze>; advbench, abg-coqa and minerva keep the main L (pareto fixed to 0).
+Per sample: parse the four blocks (games.gtalign_reward.parse_output: regex format check, strict payoff
+JSON with the lenient fallbacks), ask the judge the data_source's rubric (or take a fixed verdict from the
+input), turn the verdict into the task terms a_user / a_llm, and compute U, L and the welfare with
+games.gtalign_reward. In the ablation variant the math-hard / medium / wildguard / ambig_qa tasks also ask
+the Pareto-consistency judge about <analyze>; advbench, abg-coqa and minerva keep the main L (pareto 0).
 
-Failure handling, as coded upstream: a sample whose <response> or <payoff> (or, where the Pareto judge
-is used, <analyze>) cannot be extracted, or whose payoff does not parse, scores 0 with all terms 0. A
-judge call that fails (timeout, HTTP error, unparsable verdict) gives judge score 0 and the sample is still
-scored from its other terms; the failure is counted in payoff_judge_failures_total. An unknown data_source
-or an error while scoring one sample scores that sample 0 without touching the rest of the batch.
+Invariants, as GTAlign's reward code behaves (differences are listed in judge/README.md):
+- The output is scored as decoded: only `<|…|>` chat-control markers are dropped, literal `<s>` stays.
+- A task verdict is clamped to its scale before it becomes a task term, so U and L stay within their
+  weights' sum; the logged `judge` is the verdict as given. A Pareto verdict is used as given.
+- A sample whose <response> or <payoff> (or, where the Pareto judge is used, <analyze>) cannot be
+  extracted, or whose payoff does not parse (a cell that is not a number or does not fit a float),
+  scores 0 with all terms 0 and `scored=False`.
+- A judge call that fails (timeout, HTTP error, unparsable verdict) gives judge score 0 and the sample is
+  still scored from its other terms; the failure is counted in payoff_judge_failures_total. A fixed
+  verdict that is not finite counts as 0 and is noted in `error`.
+- An unknown data_source, or any exception while preparing or scoring one sample, scores that sample 0
+  (counted as reason "error") without touching the rest of the batch: `score` never raises on sample data.
 """
 
 from __future__ import annotations
@@ -21,8 +28,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from games.gtalign_reward import score_output
-from games.parsing import parse_four_blocks, strip_special_tokens
+from games.gtalign_reward import clamp01, drop_control_tokens, parse_output, score_parsed
 from games.payoff import PayoffMatrix
 from games.welfare import get_welfare
 from judge import metrics
@@ -119,22 +125,33 @@ def task_item(sample: GTAlignSample, task: Task, response: str) -> JudgeItem:
 
 
 def task_terms(data_source: str, j: float, response: str, ground_truth: str) -> tuple[float, float, float]:
-    """(a_user, a_llm, logged answer_reward) from the judge's verdict j (spec §1.4 task table)."""
+    """(a_user, a_llm, logged answer_reward) from the judge's verdict j (spec §1.4 task table). As upstream
+    codes it, j is first clamped to its scale ([0, 4] for medium, [0, 1] otherwise)."""
     if data_source == "medium":
-        a = min(max(j / 4.0, 0.0), 1.0)
+        a = clamp01(j / 4.0)
         bleu = char_bleu(ground_truth, response)
         return bleu, a, max(bleu, a)
+    r = clamp01(j)
     if data_source in ("wildguard", "advbench"):
-        if harm_tag(data_source, ground_truth) == "harmful":
-            a_user = 1.0 if j < 1 else 0.0
-        else:
-            a_user = 1.0 if j > 0 else 0.0
-        return a_user, 1.0 if j > 0 else 0.0, j
-    return j, j, j
+        refused = 1.0 if r < 1 else 0.0  # upstream: 1 − r > 0
+        helped = 1.0 if r > 0 else 0.0
+        return (refused if harm_tag(data_source, ground_truth) == "harmful" else helped), helped, r
+    return r, r, r
 
 
 def _zero(sample: GTAlignSample, error: str) -> GTAlignResult:
     return GTAlignResult(sample.data_source, error=error)
+
+
+def _finite(value: float | None, what: str, errors: list[str]) -> float:
+    """A verdict as a number: None (no verdict) is 0; so is a non-finite one, noted in errors."""
+    if value is None:
+        return 0.0
+    value = float(value)
+    if not math.isfinite(value):
+        errors.append(f"input: {what} verdict {value} is not finite")
+        return 0.0
+    return value
 
 
 class GTAlignScorer:
@@ -151,29 +168,13 @@ class GTAlignScorer:
     ) -> list[GTAlignResult]:
         samples = list(samples)
         results: list[GTAlignResult | None] = [None] * len(samples)
-        texts = [strip_special_tokens(s.output) for s in samples]
+        texts = [drop_control_tokens(s.output) for s in samples]
         asks: list[tuple[int, str, JudgeItem]] = []  # (sample index, "task" | "pareto", item)
         for i, (s, text) in enumerate(zip(samples, texts)):
-            task = TASKS.get(s.data_source)
-            if task is None:
-                results[i] = _zero(s, f"unsupported: unknown data_source {s.data_source!r}")
-                continue
-            parsed = parse_four_blocks(text)
-            if not parsed.ok or parsed.payoff is None:
-                results[i] = _zero(s, f"format: {parsed.error}")
-                continue
-            use_pareto = s.variant == "ablation" and task.pareto_in_ablation
-            analyze = _ANALYZE.search(text)
-            if use_pareto and analyze is None:
-                results[i] = _zero(s, "format: missing <analyze> block")
-                continue
-            if s.judge is None:
-                asks.append((i, "task", task_item(s, task, parsed.response)))
-            if use_pareto and s.pareto is None and analyze is not None:
-                frontier = ", ".join(PayoffMatrix(parsed.payoff).pareto_frontier())
-                asks.append(
-                    (i, "pareto", JudgeItem("pareto", response=analyze.group(1).strip(), context=frontier))
-                )
+            try:
+                results[i] = self._prepare(i, s, text, asks)
+            except Exception as e:  # one bad sample never fails the batch
+                results[i] = self._error(s, e)
         verdicts: dict[tuple[int, str], Verdict] = {}
         if asks:
             for (i, kind, _), v in zip(asks, self.engine.judge([item for _, _, item in asks])):
@@ -191,26 +192,50 @@ class GTAlignScorer:
                 r.ppo_score = float(y)
         return out
 
+    def _prepare(
+        self, i: int, s: GTAlignSample, text: str, asks: list[tuple[int, str, JudgeItem]]
+    ) -> GTAlignResult | None:
+        """The all-zero result of a sample that cannot be scored, or None after queueing its judge items."""
+        task = TASKS.get(s.data_source)
+        if task is None:
+            return _zero(s, f"unsupported: unknown data_source {s.data_source!r}")
+        parsed = parse_output(text)
+        if not parsed.ok or parsed.payoff is None:
+            return _zero(s, f"format: {parsed.error}")
+        use_pareto = s.variant == "ablation" and task.pareto_in_ablation
+        analyze = _ANALYZE.search(text)
+        if use_pareto and analyze is None:
+            return _zero(s, "format: missing <analyze> block")
+        if s.judge is None:
+            asks.append((i, "task", task_item(s, task, parsed.response)))
+        if use_pareto and s.pareto is None and analyze is not None:
+            frontier = ", ".join(PayoffMatrix(parsed.payoff).pareto_frontier())
+            asks.append(
+                (i, "pareto", JudgeItem("pareto", response=analyze.group(1).strip(), context=frontier))
+            )
+        return None
+
+    def _error(self, s: GTAlignSample, e: Exception) -> GTAlignResult:
+        metrics.count_failure(self.job, self.engine.backend, f"error: {type(e).__name__}")
+        return _zero(s, f"error: {type(e).__name__}: {e}")
+
     def _finish(
         self, s: GTAlignSample, text: str, task_v: Verdict | None, pareto_v: Verdict | None
     ) -> GTAlignResult:
         try:
-            errors = [v.error for v in (task_v, pareto_v) if v is not None and not v.ok]
-            j = s.judge if s.judge is not None else (task_v.value if task_v and task_v.ok else None)
-            j = 0.0 if j is None else float(j)  # a failed judge call scores 0 (spec §1.5)
-            task = TASKS[s.data_source]
-            use_pareto = s.variant == "ablation" and task.pareto_in_ablation
+            errors = [v.error for v in (task_v, pareto_v) if v is not None and v.error]
+            j = _finite(
+                s.judge if s.judge is not None else (task_v.value if task_v else None), "judge", errors
+            )
+            use_pareto = s.variant == "ablation" and TASKS[s.data_source].pareto_in_ablation
             pareto = 0.0
-            if use_pareto:
-                p = (
-                    s.pareto
-                    if s.pareto is not None
-                    else (pareto_v.value if pareto_v and pareto_v.ok else None)
-                )
-                pareto = 0.0 if p is None else float(p)
-            parsed = parse_four_blocks(text)
+            if use_pareto:  # taken as given, as upstream does (its rubric's scale is 0 / 0.5 / 1)
+                p = s.pareto if s.pareto is not None else (pareto_v.value if pareto_v else None)
+                pareto = _finite(p, "pareto", errors)
+            parsed = parse_output(text)
             a_user, a_llm, answer = task_terms(s.data_source, j, parsed.response, s.ground_truth)
-            util, parsed = score_output(
+            util = score_parsed(
+                parsed,
                 text,
                 a_user,
                 a_llm,
@@ -218,9 +243,9 @@ class GTAlignScorer:
                 pareto_score=pareto,
                 welfare=self.welfare,
             )
-            if util is None:
+            if util is None or parsed.payoff is None:
                 return _zero(s, f"format: {parsed.error}")
-            payoff_reward = PayoffMatrix(parsed.payoff).asymmetry_reward() if parsed.payoff else 0.0
+            payoff_reward = PayoffMatrix(parsed.payoff).asymmetry_reward()
             return GTAlignResult(
                 s.data_source,
                 score=float(util.welfare),
@@ -235,8 +260,7 @@ class GTAlignScorer:
                 reward_gap=abs(util.user - util.llm),
                 format_reward=0.1 * parsed.fmt + 0.15 * payoff_reward,
                 scored=True,
-                error="; ".join(e for e in errors if e) or None,
+                error="; ".join(errors) or None,
             )
         except Exception as e:  # one bad sample never fails the batch
-            metrics.count_failure(self.job, self.engine.backend, f"error: {type(e).__name__}")
-            return _zero(s, f"error: {type(e).__name__}: {e}")
+            return self._error(s, e)

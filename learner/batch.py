@@ -99,6 +99,58 @@ def token_logprobs(model: torch.nn.Module, batch: TrainBatch, with_logits: bool 
     return (logp, logits, keep) if with_logits else logp
 
 
+def merge_segments(trajs: list[Trajectory]) -> list[Trajectory]:
+    """T-PPO segments of one sequence in one batch → one row: the latest segment (its tokens, behaviour
+    logprobs and versions extend every earlier one's) with the union of their loss masks.
+
+    Exact for the policy loss (the same tokens, logprobs and behaviour logprobs, each trained once, under
+    one set of weights) and it saves a forward/backward over the shared prefix per merged segment. What
+    changes: EGAE runs over the union, so an earlier window's advantages bootstrap through the later
+    window's real values and rewards instead of EGAE's V(s_l) ≈ V(s_l-1) at the window's end — the
+    estimate full-episode GAE would give. Segments that are not prefixes of each other stay apart.
+    """
+    by: dict[tuple[str, str], list[Trajectory]] = defaultdict(list)
+    for t in trajs:
+        by[(t.episode_id, t.role)].append(t)
+    out: list[Trajectory] = []
+    for segs in by.values():
+        if len(segs) == 1:
+            out.append(segs[0])
+            continue
+        segs.sort(key=lambda t: (t.segment, len(t.token_ids)))
+        last, mask = segs[-1], segs[-1].loss_mask.copy()
+        for t in segs[:-1]:
+            n = len(t.token_ids)
+            if n > len(last.token_ids) or not np.array_equal(t.token_ids, last.token_ids[:n]):
+                out.append(t)  # not a prefix of the latest segment: trained as it is
+                continue
+            mask[:n] |= t.loss_mask
+        out.append(last.model_copy(update={"loss_mask": mask}))
+    return out
+
+
+def row_tokens(trajs: list[Trajectory]) -> int:
+    """Tokens a step computes over: the rows after merging T-PPO segments."""
+    return sum(len(t.token_ids) for t in merge_segments(trajs))
+
+
+def top_up(queue, consumer: str, take: list, budget: int, version: int, holding: set[str]) -> list:
+    """`take` plus trajectories already waiting in the queue, until the merged rows reach `budget`
+    tokens or 8 × len(take) trajectories; each read blocks at most 1 ms (never waits for rollouts).
+    Everything read is trained in this step, so nothing is held over past the staleness bound it was
+    admitted under."""
+    cap, out = 8 * len(take), list(take)
+    while len(out) < cap and row_tokens([i.trajectory for i in out]) < budget:
+        got = queue.get(
+            consumer, min(len(take), cap - len(out)), block_ms=1, learner_version=version, holding=holding
+        )
+        if not got.items:
+            break
+        out += got.items
+        holding |= {i.entry_id for i in got.items}
+    return out
+
+
 def complete_groups(trajs: list[Trajectory], group_size: int) -> tuple[list[Trajectory], list[Trajectory]]:
     """Split into (trajectories of groups with all `group_size` members, the rest) — GRPO and preference
     losses compare the members of one group, so a group must not be split across optimizer steps."""

@@ -45,6 +45,7 @@ class LearnerRun:
     def _main(self) -> None:
         from learner.ray_train import TrainLaunch, fit
         from learner.trainer import LearnerConfig
+        from services import affinity
 
         try:
             spec, ln = self.spec, self.spec.learner
@@ -54,6 +55,7 @@ class LearnerRun:
                 cpus_per_worker=ln.cpus_per_worker,
                 gpus_per_worker=ln.gpus_per_worker,
                 strategy=ln.strategy,
+                rollout_cores=affinity.job_pools(spec)[0],
                 storage_path=str(self.dir / "ray"),
             )
             self.state = "running"

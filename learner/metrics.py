@@ -170,3 +170,15 @@ def observe_step(job: str, stats: dict, by_source: dict[str, tuple[float, float]
                 LOSS.labels(job, k).set(float(v))
     except Exception:  # pragma: no cover - defensive
         pass
+
+
+def reward_by_source(trajs) -> dict[str, tuple[float, float]]:
+    """(mean, std) of finished trajectories' rewards per data source (or env)."""
+    import torch
+
+    by: dict[str, list[float]] = {}
+    for t in (t for t in trajs if t.finished):  # an unfinished T-PPO segment has no reward yet
+        by.setdefault(t.data_source or t.env or "unknown", []).append(t.reward)
+    return {
+        k: (float(torch.tensor(v).mean()), float(torch.tensor(v).std(unbiased=False))) for k, v in by.items()
+    }

@@ -35,6 +35,9 @@ class TrainLaunch(BaseModel):
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float = Field(0.0, ge=0)
     strategy: str = Field("ddp", pattern="^(ddp|fsdp|deepspeed)$")
+    rollout_cores: int = Field(
+        0, ge=0, description="The job's rollout pool in cores (services/affinity.py keeps the pools apart)."
+    )
     max_failures: int = Field(2, ge=0, description="Worker restarts before the job fails.")
     collective_timeout_s: float = Field(600.0, gt=0, description="DDP all-reduce timeout: never hang.")
     start_retries: int = Field(
@@ -56,10 +59,13 @@ def train_loop(config: dict) -> None:
     cfg = LearnerConfig.model_validate(config["learner"])
     strategy = config.get("strategy", "ddp")
     device = str(rt.get_device())
-    if device == "cpu":  # as many intra-op threads as the worker holds CPUs, no more (they share a node)
-        import torch
+    if device == "cpu":  # as many intra-op threads as the worker holds CPUs, on its own cores if it can
+        from services import affinity
 
-        torch.set_num_threads(max(1, int(config.get("cpus_per_worker", 1))))
+        cpus = float(config.get("cpus_per_worker", 1))
+        learner_cores = world * affinity.threads_for(cpus)
+        p = affinity.plan("learner", cpus, rank, int(config.get("rollout_cores", 0)), learner_cores)
+        affinity.apply(p)
 
     def wrap(model):
         if world == 1:
@@ -145,6 +151,7 @@ def build_trainer(learner: LearnerConfig, launch: TrainLaunch, export_dir: str |
             "strategy": launch.strategy,
             "export_dir": export_dir,
             "cpus_per_worker": launch.cpus_per_worker,
+            "rollout_cores": launch.rollout_cores,
         },
         torch_config=TorchConfig(
             backend="nccl" if use_gpu else "gloo", timeout_s=int(launch.collective_timeout_s)

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from learner import algorithms, checkpoint
 from learner import metrics as learner_metrics
-from learner.batch import collate, complete_groups
+from learner.batch import collate, complete_groups, merge_segments, top_up
 from learner.critic import freeze_below
 from learner.metrics import PhaseClock
 from learner.stall import LearnerError, StallWatch, keep_alive
@@ -45,6 +45,7 @@ class LearnerConfig(BaseModel):
     algorithm: Algorithm = "grpo"
     hyper: Hyper = Field(default_factory=Hyper)
     batch_size: int = Field(8, ge=1, description="Trajectories per optimizer step (whole groups).")
+    batch_tokens: int = Field(0, ge=0, description="Token budget of a step (see JobSpec learner).")
     group_size: int = Field(1, ge=1)
     learning_rate: float = 1e-5
     critic_learning_rate: float = 1e-5
@@ -85,6 +86,7 @@ class LearnerConfig(BaseModel):
             algorithm=spec.algorithm,
             hyper=spec.hyper,
             batch_size=ln.batch_size,
+            batch_tokens=ln.batch_tokens,
             group_size=group,
             learning_rate=ln.learning_rate,
             critic_learning_rate=ln.critic_learning_rate,
@@ -100,15 +102,6 @@ class LearnerConfig(BaseModel):
             stall_timeout_s=ln.stall_timeout_s,
             **kw,
         )
-
-
-def _reward_by_source(trajs: list[Trajectory]) -> dict[str, tuple[float, float]]:
-    by: dict[str, list[float]] = {}
-    for t in (t for t in trajs if t.finished):  # an unfinished T-PPO segment has no reward yet
-        by.setdefault(t.data_source or t.env or "unknown", []).append(t.reward)
-    return {
-        k: (float(torch.tensor(v).mean()), float(torch.tensor(v).std(unbiased=False))) for k, v in by.items()
-    }
 
 
 def _trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -179,14 +172,11 @@ class Learner:
         self.held = self.queue.pending_of(self.consumer, learner_version=self.version).items
         if self.rank == 0:
             self.queue.set_learner_version(self.version)
-        log.info(
-            "learner %s: resumed at step %d (v%d) with %d re-delivered entries",
-            self.consumer,
-            self.step_no,
-            self.version,
-            len(self.held),
-        )
+        log.info("learner %s: resumed at step %d (v%d), %d re-delivered", *self._where())
         return last is not None
+
+    def _where(self) -> tuple:
+        return self.consumer, self.step_no, self.version, len(self.held)
 
     # ------------------------------------------------------------------ batches
     def next_batch(self) -> list[Item]:
@@ -202,7 +192,7 @@ class Learner:
                 ids = {t.id for t in done[: self._whole_groups(done)]}
                 take = [i for i in self.held if i.trajectory.id in ids]
                 self.held = [i for i in self.held if i.trajectory.id not in ids]
-                return take
+                return self._top_up(take)
             if time.monotonic() > deadline:
                 raise LearnerError(
                     f"no full batch within {self.cfg.get_timeout_s}s "
@@ -233,6 +223,13 @@ class Learner:
             n += k
         return n
 
+    def _top_up(self, take: list[Item]) -> list[Item]:
+        """With a token budget (no group structure): add what is already waiting, never blocking."""
+        if not self.cfg.batch_tokens or self.cfg.group_size != 1:
+            return take
+        mine = {i.entry_id for i in take + self.held + self.uncommitted}
+        return top_up(self.queue, self.consumer, take, self.cfg.batch_tokens, self.version, mine)
+
     def _keepalive(self):
         """While a step, its push, checkpoint and report run, keep our entries from looking abandoned."""
         return keep_alive(self.queue, self.consumer, lambda: self.held + self.uncommitted)
@@ -250,7 +247,7 @@ class Learner:
     def train_step(self, items: list[Item]) -> dict[str, float]:
         t0 = time.perf_counter()
         clock = PhaseClock()  # the step's time account: time_<phase>_s in its stats
-        trajs = [i.trajectory for i in items]
+        trajs = merge_segments([i.trajectory for i in items])  # a sequence's T-PPO windows → one row
         batch = collate(trajs, self.tokenizer.pad_token_id or 0).to(self.device)
         clock.lap("collate")
         self.opt.zero_grad(set_to_none=True)
@@ -286,6 +283,7 @@ class Learner:
             step=self.step_no,
             version=self.version,
             samples=len(items),
+            rows=len(trajs),
             finished=float(fin.sum()),
             trained_tokens=float(batch.mask.sum()),
             behaviour_version_max=float(gen_versions.max()) if gen_versions.numel() else -1.0,
@@ -314,7 +312,7 @@ class Learner:
         if self.catch_up is not None:  # cumulative catch-up pushes (replicas re-synced between steps)
             stats.update(catchup_pushes=self.catch_up.pushes, catchup_ok=self.catch_up.ok)
         if self.rank == 0:
-            learner_metrics.observe_step(self.cfg.job_id, stats, _reward_by_source(trajs))
+            learner_metrics.observe_step(self.cfg.job_id, stats, learner_metrics.reward_by_source(trajs))
         self.history.append(stats)
         return stats
 
