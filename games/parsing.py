@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass, field
 
 SPECIAL_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>", "<s>")
+# The chat-control markers alone: they stand for special-token ids left in by a decode that kept them.
+CONTROL_TOKENS = tuple(t for t in SPECIAL_TOKENS if t.startswith("<|"))
 ACTION_SEPARATOR = "||"
 
 _THINK_ANSWER = re.compile(r"<think>(.*?)</think>\s*<answer>(.*?)</answer>", re.DOTALL)
@@ -24,6 +26,13 @@ _ANSWER_ONLY = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
 def strip_special_tokens(text: str) -> str:
     for tok in SPECIAL_TOKENS:
+        text = text.replace(tok, "")
+    return text
+
+
+def drop_control_tokens(text: str) -> str:
+    """Remove the `<|…|>` chat-control markers; everything else, `<s>` and `</s>` included, stays."""
+    for tok in CONTROL_TOKENS:
         text = text.replace(tok, "")
     return text
 
@@ -136,28 +145,52 @@ def _block(text: str, tag: str) -> str | None:
 
 def parse_payoff_json(block: str) -> dict[str, tuple[float, float]] | None:
     """Strict payoff block: exactly six keys, each {"LLM": number, "user": number}. Returns
-    {key: (llm, user)} or None. JSON first; otherwise straighten curly quotes and try a Python literal."""
-    data: object
+    {key: (llm, user)} or None. JSON first; otherwise straighten curly quotes and try a Python literal.
+    Never raises on model text: a cell too large for a float or a block nested too deep gives None."""
+    return _parse_payoff(block)[0]
+
+
+def _parse_payoff(block: str) -> tuple[dict[str, tuple[float, float]] | None, str]:
+    """(cells, "") or (None, why not)."""
     try:
-        data = json.loads(block)
+        return _payoff_cells(_load_payoff(block)), ""
+    except _NotStrict:
+        return None, "payoff block is not the strict six-key JSON"
+    except OverflowError:
+        return None, "a payoff cell does not fit a float"
+    except RecursionError:
+        return None, "payoff block is nested too deep"
+
+
+class _NotStrict(ValueError):
+    pass
+
+
+def _load_payoff(block: str) -> object:
+    try:
+        return json.loads(block)
     except (ValueError, TypeError):
-        fixed = block
-        for k, v in _CURLY.items():
-            fixed = fixed.replace(k, v)
-        try:
-            data = json.loads(json.dumps(ast.literal_eval(fixed)))
-        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-            return None
+        pass
+    fixed = block
+    for k, v in _CURLY.items():
+        fixed = fixed.replace(k, v)
+    try:
+        return json.loads(json.dumps(ast.literal_eval(fixed)))
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        raise _NotStrict from None
+
+
+def _payoff_cells(data: object) -> dict[str, tuple[float, float]]:
     if not isinstance(data, dict) or set(data) != set(PAYOFF_KEYS):
-        return None
+        raise _NotStrict
     out: dict[str, tuple[float, float]] = {}
     for key in PAYOFF_KEYS:
         cell = data[key]
         if not isinstance(cell, dict) or set(cell) != set(PAYOFF_SUBKEYS):
-            return None
+            raise _NotStrict
         vals = [cell[s] for s in PAYOFF_SUBKEYS]
         if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in vals):
-            return None
+            raise _NotStrict
         out[key] = (float(vals[0]), float(vals[1]))
     return out
 
@@ -182,14 +215,16 @@ class FourBlocks:
 
 
 def parse_four_blocks(text: str) -> FourBlocks:
-    text = strip_special_tokens(text)
+    """The four blocks of a GTAlign output, scored as decoded: only the `<|…|>` control markers are
+    dropped (a literal `<s>` is text). Never raises on model text."""
+    text = drop_control_tokens(text)
     response = _block(text, "response")
     payoff_text = _block(text, "payoff")
     if response is None or payoff_text is None:
         return FourBlocks(ok=False, fmt=0, error="missing <response> or <payoff> block")
-    payoff = parse_payoff_json(payoff_text)
+    payoff, why = _parse_payoff(payoff_text)
     if payoff is None:
-        return FourBlocks(ok=False, fmt=0, error="payoff block is not the strict six-key JSON")
+        return FourBlocks(ok=False, fmt=0, error=why)
     fmt = int(_FOUR_BLOCKS.match(text) is not None)
     return FourBlocks(
         ok=True,

@@ -2,7 +2,8 @@
 estimates, without retraining.
 
 1. Stage 1: ask the model for its four-block answer and keep the text up to `</payoff>`; parse the
-   six-cell payoff matrix (games.parsing's strict parser). A caller may skip this stage by sending a matrix.
+   six-cell payoff matrix (games.parsing's strict parser, which never raises on model text); a matrix with a
+   cell that is not finite or beyond ±PAYOFF_BOUND is refused. A caller may skip this stage by sending one.
 2. Transform the matrix (games.payoff.PayoffMatrix.transformed), e.g. a pricing change that makes LLM
    tokens costlier (`scale_llm` < 0) or a less patient user (`scale_user` < 0).
 3. Choose the action: the keys with the largest LLM·user product (PayoffMatrix.nash_product_choices),
@@ -15,6 +16,7 @@ cut at the first `</payoff>` here.
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections.abc import Awaitable, Callable
@@ -51,10 +53,20 @@ ACTION_INSTRUCTIONS: dict[str, str] = {
 }
 
 
+PAYOFF_BOUND = 1e6  # the largest |payoff| a request or a stage-1 matrix may hold
+
+
 class PayoffCell(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    LLM: float = Field(ge=-1e6, le=1e6)
-    user: float = Field(ge=-1e6, le=1e6)
+    LLM: float = Field(ge=-PAYOFF_BOUND, le=PAYOFF_BOUND)
+    user: float = Field(ge=-PAYOFF_BOUND, le=PAYOFF_BOUND)
+
+
+class PayoffValues(BaseModel):
+    """A cell of a reported matrix: the steered one may lie up to 11 past PAYOFF_BOUND."""
+
+    LLM: float
+    user: float
 
 
 class SteerRequest(BaseModel):
@@ -92,8 +104,8 @@ class SteerResponse(BaseModel):
     error: str | None = None
     action: Action | None = None
     candidates: list[Action] = Field(default_factory=list, description="Actions with the best LLM·user.")
-    payoff: dict[str, PayoffCell] | None = Field(None, description="The matrix before the transform.")
-    steered_payoff: dict[str, PayoffCell] | None = None
+    payoff: dict[str, PayoffValues] | None = Field(None, description="The matrix before the transform.")
+    steered_payoff: dict[str, PayoffValues] | None = None
     stage1_text: str | None = None
     response: str | None = None
     usage: dict[str, int] = Field(default_factory=dict)
@@ -114,13 +126,38 @@ def choose_action(matrix: PayoffMatrix, rng: random.Random) -> tuple[Action, lis
     return rng.choice(candidates), candidates
 
 
-def _as_cells(matrix: PayoffMatrix) -> dict[str, PayoffCell]:
-    return {k: PayoffCell(LLM=v["LLM"], user=v["user"]) for k, v in matrix.to_json().items()}
+def _as_cells(matrix: PayoffMatrix) -> dict[str, PayoffValues]:
+    return {k: PayoffValues(LLM=v["LLM"], user=v["user"]) for k, v in matrix.to_json().items()}
 
 
 def _content(completion: dict) -> tuple[str, int]:
     text = completion["choices"][0]["message"]["content"]
     return text, int(completion.get("usage", {}).get("completion_tokens", 0))
+
+
+async def _stage1(
+    req: SteerRequest, chat: Chat, usage: dict[str, int]
+) -> tuple[PayoffMatrix | None, str, str]:
+    """(matrix, stage-1 text, "") or (None, stage-1 text, why there is nothing to steer)."""
+    completion = await chat(
+        [{"role": "user", "content": INSTRUCTION + req.question}],
+        req.stage1_max_tokens,
+        req.temperature,
+        req.seed,
+    )
+    text, usage["stage1_tokens"] = _content(completion)
+    end = text.find("</payoff>")
+    stage1_text = text if end < 0 else text[:end] + "</payoff>"
+    block = _PAYOFF_BLOCK.search(stage1_text)
+    if block is None:
+        return None, stage1_text, "no complete <payoff> block"
+    matrix = PayoffMatrix.from_text(block.group(1))  # None, never an exception, on hostile text
+    if matrix is None:
+        return None, stage1_text, "a payoff block that is not the strict six-key JSON"
+    values = [v for cell in matrix.cells.values() for v in cell]
+    if not all(math.isfinite(v) and abs(v) <= PAYOFF_BOUND for v in values):
+        return None, stage1_text, f"a payoff cell that is not a finite number within ±{PAYOFF_BOUND:g}"
+    return matrix, stage1_text, ""
 
 
 async def steer(req: SteerRequest, chat: Chat) -> SteerResponse:
@@ -130,23 +167,8 @@ async def steer(req: SteerRequest, chat: Chat) -> SteerResponse:
     if req.payoff is not None:
         matrix = PayoffMatrix({k: (c.LLM, c.user) for k, c in req.payoff.items()})
     else:
-        completion = await chat(
-            [{"role": "user", "content": INSTRUCTION + req.question}],
-            req.stage1_max_tokens,
-            req.temperature,
-            req.seed,
-        )
-        text, usage["stage1_tokens"] = _content(completion)
-        end = text.find("</payoff>")
-        stage1_text = text if end < 0 else text[:end] + "</payoff>"
-        block = _PAYOFF_BLOCK.search(stage1_text)
-        parsed = PayoffMatrix.from_text(block.group(1)) if block else None
+        parsed, stage1_text, why = await _stage1(req, chat, usage)
         if parsed is None:
-            why = (
-                "no complete <payoff> block"
-                if block is None
-                else "a payoff block that is not the strict six-key JSON"
-            )
             error = (
                 f"stage 1: the model wrote {why}, so there is nothing to steer "
                 f"(is this model trained on the GTAlign format?)"

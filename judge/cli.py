@@ -45,6 +45,8 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
                 raise InputError(f"{path}:{n}: not JSON ({e.msg})") from None
+            except (ValueError, RecursionError) as e:  # an integer over 4300 digits, nesting too deep
+                raise InputError(f"{path}:{n}: not readable JSON ({type(e).__name__})") from None
             if not isinstance(rec, dict):
                 raise InputError(f"{path}:{n}: a record must be a JSON object")
             records.append(rec)
@@ -79,8 +81,10 @@ def _optional_float(rec: dict[str, Any], key: str) -> float | None:
         return None
     try:
         return float(value)
+    except OverflowError:  # an integer beyond float range; its repr may be thousands of digits
+        raise InputError(f"field {key!r} is a number too large for a float") from None
     except (TypeError, ValueError):
-        raise InputError(f"field {key!r} must be a number, got {value!r}") from None
+        raise InputError(f"field {key!r} must be a number, got {value!r:.60}") from None
 
 
 def to_sample(rec: dict[str, Any], default_variant: str):

@@ -184,6 +184,32 @@ def test_huge_integer_cell_through_the_cli(tmp_path, capsys) -> None:
     assert table[2].split()[:3] == ["math-hard", "2", "1"]  # n, unscored
 
 
+@pytest.mark.parametrize("field", ["judge", "pareto"])
+def test_huge_integer_verdict_is_a_counted_input_error(tmp_path, capsys, field) -> None:
+    """float() of a 400-digit `judge` / `pareto` raises OverflowError; the record is an input error."""
+    src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    bad = {"data_source": "math-hard", "output": WORKED_EXAMPLE, "ground_truth": "2", "variant": "ablation"}
+    rows = [
+        bad | {field: int(HUGE)},
+        {"data_source": "math-hard", "output": WORKED_EXAMPLE, "ground_truth": "2"},
+    ]
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["score", "--input", str(src), "--output", str(dst), "--backend", "rules", "--quiet"]) == 0
+    out = [json.loads(line) for line in dst.read_text().splitlines()]
+    assert len(out) == 2 and not out[0]["scored"] and out[0]["score"] == 0.0
+    assert out[0]["error"].startswith("input:") and field in out[0]["error"] and len(out[0]["error"]) < 200
+    assert out[1]["scored"] and out[1]["score"] == pytest.approx(W1, abs=TOL)
+    table = capsys.readouterr().out.splitlines()
+    assert table[2].split()[:3] == ["math-hard", "2", "1"]  # n, unscored
+
+
+def test_unreadable_json_line_is_an_input_error_not_a_crash(tmp_path, capsys) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text("[" * 100_000 + "\n")
+    assert main(["score", "--input", str(src), "--output", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "not readable JSON" in capsys.readouterr().err
+
+
 def test_any_error_while_preparing_a_sample_is_contained_and_counted(scorer, monkeypatch) -> None:
     real = gtalign.parse_output
 
