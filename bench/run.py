@@ -63,7 +63,7 @@ BENCHES = [
     Bench(
         "P1+P7",
         "bench.async_sync",
-        ("P1", "P7-learner", "P7-rollout"),
+        ("P1", "P1-episodes", "P7-learner", "P7-rollout"),
         "async (T-PPO windows) vs sync; learner/rollout idle",
         1500,
         ("--runs", "1", "--steps", "12"),
