@@ -10,6 +10,11 @@ P3: one weight push through services.weights (manifest, Redis control plane, gro
     (WeightSyncConfig().transport), "P3-<name>" the other. Each is measured after one warm-up push, so
     `persistent` reuses its group (the steady state; the warm-up's time is in details.first_push_s)
     and `per_push` pays its rendezvous in every push.
+    What the two sides include: the push also plans, announces (Redis), checksums both ends, unpacks and
+    waits for the apply ack (the bench's apply is a no-op, so the engine's copy into its parameters is in
+    neither side); the raw broadcast gets a preallocated buffer and a barrier. The model's state_dict
+    lists its tied embedding twice: the reference broadcasts those bytes twice (`bytes`), the push sends
+    them once, as the learner's push does (`wire_bytes`). `details.account_s` is the push's time account.
 Each run gives one ratio (P5: served/raw of the same batch; P3: push i / raw broadcast i).
 
     python -m bench.rollout [--model smollm2-135m] [--runs 3] [--json out.json] [--only P3|P5]
@@ -197,10 +202,18 @@ def p3_id(transport: str) -> str:
     return "P3" if transport == WeightSyncConfig().transport else f"P3-{transport}"
 
 
-def _pushes(
-    url: str, named, transports: list[str], runs: int, backend: str
-) -> dict[str, tuple[float, list[float]]]:
-    """Per transport: (seconds of the warm-up push, seconds of each of `runs` timed pushes)."""
+def _account(results) -> dict[str, float]:
+    """Median seconds by phase over the timed pushes: the sender's (overlapping: pack and checksum run
+    while earlier buckets are on the wire) and, prefixed `replica_`, the receiver's."""
+    rows = [
+        {**r.account, **{f"replica_{k}": v for k, v in r.replicas.get("bench", {}).items()}} for r in results
+    ]
+    return {k: statistics.median(row.get(k, 0.0) for row in rows) for k in rows[0]} if rows else {}
+
+
+def _pushes(url: str, named, transports: list[str], runs: int, backend: str) -> dict[str, tuple]:
+    """Per transport: (seconds of the warm-up push, seconds of each of `runs` timed pushes, their median
+    time account, bytes on the wire per push)."""
     from services.config import redis_client
     from services.weights import WeightSender, WeightSyncConfig
 
@@ -209,13 +222,13 @@ def _pushes(
         sender = WeightSender(
             redis_client(url), "bench", WeightSyncConfig(backend=backend, timeout_s=120, transport=t)
         )
-        times = []
+        results = []
         for _ in range(runs + 1):
             version += 1  # versions only grow: an ack is "applied this version or a later one"
             res = sender.push(named, version=version, replicas=["bench"])
             assert res.ok == ["bench"], res.failed
-            times.append(res.seconds)
-        out[t] = times[0], times[1:]
+            results.append(res)
+        out[t] = results[0].seconds, [r.seconds for r in results[1:]], _account(results[1:]), res.bytes
         sender.close()
     return out
 
@@ -243,7 +256,7 @@ def p3_push_vs_broadcast(
     raw = raw_broadcast(nbytes, runs, backend)
     entries = []
     for t in transports:
-        first, ours = pushes[t]
+        first, ours, account, wire_bytes = pushes[t]
         entries.append(
             make_entry(
                 p3_id(t),
@@ -257,6 +270,8 @@ def p3_push_vs_broadcast(
                     "reference_s": statistics.median(raw),
                     "first_push_s": first,
                     "bytes": nbytes,
+                    "wire_bytes": wire_bytes,
+                    "account_s": account,
                     "backend": backend,
                     "ours_s_runs": ours,
                     "reference_s_runs": raw,

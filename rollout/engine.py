@@ -7,6 +7,11 @@ Weight updates have two modes (ANCHORS §5.1 pause modes):
 - "wait": the update waits until in-flight generation finishes; those requests end on the old version.
 - "keep": the update is applied between two decode steps; in-flight requests continue on the new
   weights, and every token records the version that produced it.
+Prefix reuse: a request may name its sequence (`cache_key`) so an engine can continue from the KV of that
+sequence's previous request (T-PPO windows resend prompt + every token so far); the caller `release`s a
+finished sequence's key. Reuse never changes what is sampled beyond float rounding; what KV computed
+under older weights is worth after an update is `KVOnUpdate` ("recompute": nothing, "keep": kept, with
+the recorded logprobs those of the distribution actually sampled from).
 """
 
 from __future__ import annotations
@@ -22,12 +27,19 @@ from services.rollout_api import SamplingParams  # the contract's type; re-expor
 
 UpdateMode = Literal["wait", "keep"]
 EngineFinish = Literal["stop", "length", "abort"]
+KVOnUpdate = Literal["recompute", "keep"]
 
 
 class GenRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     prompt_ids: list[int] = Field(min_length=1)
     params: SamplingParams = Field(default_factory=SamplingParams)
+    cache_key: str | None = Field(
+        None,
+        max_length=200,
+        description="The sequence this request continues (its episode id): the engine may keep its KV "
+        "cache for the next request of the same key, until `release`.",
+    )
 
 
 class GenOutput(BaseModel):
@@ -82,6 +94,9 @@ class Engine(abc.ABC):
         self, named: Iterable[tuple[str, torch.Tensor]], version: int, mode: UpdateMode = "keep"
     ) -> None:
         """Replace (a subset of) the weights by name and switch to `version`; atomic for the caller."""
+
+    def release(self, keys: Iterable[str]) -> None:
+        """Forget the cached state of these sequences (finished); engines without per-key state ignore it."""
 
     def chat_prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
         """Token ids of a chat conversation with the generation prompt appended."""

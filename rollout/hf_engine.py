@@ -2,6 +2,16 @@
 
 Not `model.generate()`: we need to apply a weight update *between two decode steps* ("keep" mode) and
 tag each token with the version that produced it, which generate() cannot do.
+
+Prefix reuse (rollout/hf_kv.py): a request with a `cache_key` continues from the KV its sequence left
+at its previous call (a T-PPO window), so only the new suffix is prefilled; `release(keys)` frees
+finished sequences. Rows leave the batch as they finish, so the longest row does not keep the others'
+compute. `kv_cache_on_update` decides what KV of older weights is worth:
+- "recompute": none. An update drops the store, and a batch in flight when one lands is re-prefilled
+  under the new weights (one batched forward) before the next token: every token's logprob is that of
+  a full forward under the version it records.
+- "keep" (PipelineRL's in-flight updates): stale KV stays in use; the logprob recorded is still the
+  distribution the token was sampled from, so importance correction stays exact.
 """
 
 from __future__ import annotations
@@ -10,10 +20,51 @@ import random
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 
-from rollout.engine import Engine, EngineError, GenOutput, GenRequest, UpdateMode, check_update
+from rollout.engine import Engine, EngineError, GenOutput, GenRequest, KVOnUpdate, UpdateMode, check_update
+from rollout.hf_kv import KVEntry, KVStore, assemble, extract, reusable, trim_left
+
+
+@dataclass
+class _Row:
+    index: int  # the request this row answers
+    req: GenRequest
+    tokens: list[int]  # prompt + generated; the batch's KV covers all but the last, the next input
+    gen: torch.Generator
+    stops: set[int]
+    kv_version: int  # oldest weights version among this row's KV
+    entry: KVEntry | None = None  # reused KV, until the batch is built
+
+
+@dataclass
+class _Batch:
+    rows: list[_Row]
+    ids: torch.Tensor
+    mask: torch.Tensor  # past + current input columns
+    pos: torch.Tensor
+    cache: object
+    trim: bool
+
+    def drop(self, done: list[int]) -> None:
+        gone = set(done)
+        keep = [j for j in range(len(self.rows)) if j not in gone]
+        self.rows = [self.rows[j] for j in keep]
+        if not keep:
+            return
+        index = torch.tensor(keep, device=self.mask.device)
+        self.cache.batch_select_indices(index)
+        self.mask, self.pos = self.mask[index], self.pos[index]
+        if self.trim:
+            self.mask = trim_left(self.cache, self.mask)
+
+    def advance(self, device: torch.device) -> None:
+        """Feed every row its last sampled token next."""
+        self.ids = torch.tensor([[r.tokens[-1]] for r in self.rows], device=device)
+        self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.rows), 1))], -1)
+        self.pos = self.pos[:, -1:] + 1
 
 
 class HFEngine(Engine):
@@ -26,6 +77,9 @@ class HFEngine(Engine):
         device: str | None = None,
         threads: int | None = None,
         update_timeout_s: float = 120.0,
+        kv_cache_on_update: KVOnUpdate = "recompute",
+        kv_cache_entries: int = 1024,
+        kv_cache_bytes: int = 2 << 30,
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -53,6 +107,11 @@ class HFEngine(Engine):
             n: (tuple(p.shape), str(p.dtype).removeprefix("torch.")) for n, p in self._params.items()
         }
         self.update_timeout_s = update_timeout_s
+        if kv_cache_on_update not in ("recompute", "keep"):
+            raise ValueError(f"kv_cache_on_update must be 'recompute' or 'keep', not {kv_cache_on_update!r}")
+        self.kv_cache_on_update = kv_cache_on_update
+        self._reusable = reusable(self._model)
+        self._kv = KVStore(kv_cache_entries if self._reusable else 0, kv_cache_bytes)
 
     # ------------------------------------------------------------------ interface
     @property
@@ -92,6 +151,13 @@ class HFEngine(Engine):
                         f"weight update to v{version} not applied within {self.update_timeout_s}s"
                     )
 
+    def release(self, keys: Iterable[str]) -> None:
+        self._kv.release(keys)
+
+    def kv_stats(self) -> dict[str, int]:
+        """Prefix-reuse counters: hits, misses, reused_tokens, evicted, dropped_stale, entries, bytes."""
+        return self._kv.stats()
+
     # ------------------------------------------------------------------ internals
     def _apply_pending(self) -> None:
         pending, self._pending = self._pending, None
@@ -103,55 +169,112 @@ class HFEngine(Engine):
         for name, tensor in named:
             self._params[name].copy_(tensor.to(self.device))
         self._version = version
+        if self.kv_cache_on_update == "recompute":
+            self._kv.clear_stale()
 
     def _decode(self, reqs: list[GenRequest]) -> list[GenOutput]:
-        b, model, dev = len(reqs), self._model, self.device
-        width = max(len(r.prompt_ids) for r in reqs)
-        ids = torch.full((b, width), self._pad, dtype=torch.long)
-        mask = torch.zeros((b, width), dtype=torch.long)
-        for i, r in enumerate(reqs):  # left padding keeps every row's next token at the last column
-            ids[i, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
-            mask[i, width - len(r.prompt_ids) :] = 1
-        ids, mask = ids.to(dev), mask.to(dev)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        gens = [
-            torch.Generator().manual_seed(
-                r.params.seed if r.params.seed is not None else random.getrandbits(63)
-            )
-            for r in reqs
-        ]
-        stops = [set() if r.params.ignore_eos else self._eos | set(r.params.stop_token_ids) for r in reqs]
+        self._apply_pending()  # an update waiting now lands before any KV is computed
+        rows = [self._row(i, r) for i, r in enumerate(reqs)]
         out = [GenOutput(token_ids=[], logprobs=[], versions=[], finish_reason="length") for _ in reqs]
-        active = [True] * b
-        cache = None
+        batch = self._start(rows)
         for _ in range(max(r.params.max_tokens for r in reqs)):
             self._apply_pending()  # "keep" updates land here, between two decode steps
-            res = model(
-                input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True
+            if self.kv_cache_on_update == "recompute" and any(
+                r.kv_version != self._version for r in batch.rows
+            ):
+                for r in batch.rows:  # no token is sampled from KV of older weights: one batched prefill
+                    r.entry, r.kv_version = None, self._version
+                batch = self._start(batch.rows)
+            res = self._model(
+                input_ids=batch.ids,
+                attention_mask=batch.mask,
+                position_ids=batch.pos,
+                past_key_values=batch.cache,
+                use_cache=True,
+                logits_to_keep=1,
             )
-            cache = res.past_key_values
+            batch.cache = res.past_key_values
             logits = res.logits[:, -1, :].float()
             logp = torch.log_softmax(logits, -1)
-            nxt = torch.full((b,), self._pad, dtype=torch.long)
-            for i, r in enumerate(reqs):
-                if not active[i]:
-                    continue
-                tok = self._sample(logits[i], r.params.temperature, r.params.top_p, gens[i])
-                o = out[i]
+            done = []
+            for j, r in enumerate(batch.rows):
+                tok = self._sample(logits[j], r.req.params.temperature, r.req.params.top_p, r.gen)
+                o = out[r.index]
                 o.token_ids.append(tok)
-                o.logprobs.append(float(logp[i, tok]))
+                o.logprobs.append(float(logp[j, tok]))
                 o.versions.append(self._version)
-                nxt[i] = tok
-                if tok in stops[i]:
-                    o.finish_reason, active[i] = "stop", False
-                elif len(o.token_ids) >= r.params.max_tokens:
-                    active[i] = False
-            if not any(active):
+                r.tokens.append(tok)
+                if tok in r.stops:
+                    o.finish_reason = "stop"
+                    done.append(j)
+                elif len(o.token_ids) >= r.req.params.max_tokens:
+                    done.append(j)
+            if done:
+                self._finish(batch, done)
+            if not batch.rows:
                 break
-            ids = nxt[:, None].to(dev)
-            mask = torch.cat([mask, torch.ones((b, 1), dtype=mask.dtype, device=dev)], -1)
-            pos = pos[:, -1:] + 1
+            batch.advance(self.device)
         return out
+
+    def _row(self, index: int, req: GenRequest) -> _Row:
+        p = req.params
+        row = _Row(
+            index=index,
+            req=req,
+            tokens=list(req.prompt_ids),
+            gen=torch.Generator().manual_seed(p.seed if p.seed is not None else random.getrandbits(63)),
+            stops=set() if p.ignore_eos else self._eos | set(p.stop_token_ids),
+            kv_version=self._version,
+        )
+        entry = self._kv.take(req.cache_key) if req.cache_key is not None else None
+        if entry is not None and self.kv_cache_on_update == "recompute" and entry.version != self._version:
+            entry = None
+        n = entry.reusable_for(row.tokens) if entry is not None else 0
+        if n:
+            row.entry, row.kv_version = entry.cropped(n), min(entry.version, self._version)
+            self._kv.counts["hits"] += 1
+            self._kv.counts["reused_tokens"] += n
+        elif req.cache_key is not None:
+            self._kv.counts["misses"] += 1
+        return row
+
+    def _start(self, rows: list[_Row]) -> _Batch:
+        """The decode batch of `rows`: each row's KV covers tokens[:-1] and its input is tokens[-1].
+        What the rows' reused KV lacks is prefilled first, in one batched forward over those rows."""
+        if not any(r.entry is not None for r in rows) or not self._reusable:
+            ids, mask, pos, cache = assemble(
+                [None] * len(rows), [r.tokens for r in rows], self._pad, self.device
+            )
+            return _Batch(rows, ids, mask, pos, cache, trim=self._reusable)
+        need = [r for r in rows if len(r.tokens) - 1 > (len(r.entry) if r.entry is not None else 0)]
+        if need:
+            chunks = [r.tokens[len(r.entry) if r.entry is not None else 0 : -1] for r in need]
+            ids, mask, pos, cache = assemble([r.entry for r in need], chunks, self._pad, self.device)
+            res = self._model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=pos,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            for j, r in enumerate(need):
+                r.entry = extract(res.past_key_values, mask, j, r.tokens[:-1], r.kv_version)
+        entries = [r.entry for r in rows]
+        for r in rows:
+            r.entry = None  # the batch holds the KV now
+        ids, mask, pos, cache = assemble(entries, [[r.tokens[-1]] for r in rows], self._pad, self.device)
+        return _Batch(rows, ids, mask, pos, cache, trim=True)
+
+    def _finish(self, batch: _Batch, done: list[int]) -> None:
+        """Rows `done` leave the batch; a keyed row's KV (all but its last token) goes to the store."""
+        for j in done:
+            r = batch.rows[j]
+            if r.req.cache_key is not None and self._kv.enabled and self._reusable:
+                self._kv.put(
+                    r.req.cache_key, extract(batch.cache, batch.mask, j, r.tokens[:-1], r.kv_version)
+                )
+        batch.drop(done)
 
     @staticmethod
     def _sample(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator) -> int:

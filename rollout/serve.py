@@ -25,6 +25,7 @@ from ray import serve
 from rollout import metrics as rollout_metrics
 from rollout.chat import chat_prompt, choice
 from rollout.engine import GenOutput, GenRequest, UpdateMode
+from services import affinity
 from services.internal_auth import require_internal
 from services.jobs import judge_app_name
 from services.jobspec import JobSpec
@@ -51,6 +52,9 @@ class RolloutConfig(BaseModel):
     replicas: int = Field(1, ge=1)
     cpus_per_replica: float = Field(0.5, gt=0)
     gpus_per_replica: float = Field(0.0, ge=0)
+    learner_cores: int = Field(
+        0, ge=0, description="The job's learner pool in cores (services/affinity.py keeps the pools apart)."
+    )
     max_batch_size: int = Field(16, ge=1)
     batch_wait_s: float = Field(0.005, ge=0)
     job_id: str | None = Field(None, description="Join this job's weight pushes and trajectory queue.")
@@ -76,6 +80,7 @@ class RolloutConfig(BaseModel):
             redis_url=redis_url,
             judge_app=judge_app_name(job_id),
             sync_lag=spec.learner.push_weights_every - 1,
+            learner_cores=affinity.job_pools(spec)[1],
         )
 
     @classmethod
@@ -86,6 +91,7 @@ class RolloutConfig(BaseModel):
     @classmethod
     def _of(cls, spec: JobSpec, **fields) -> RolloutConfig:
         r, options = spec.rollout, {"dtype": spec.model.dtype}
+        options["kv_cache_on_update"] = spec.asynchrony.kv_cache_on_update
         if r.engine == "vllm":
             options["max_model_len"] = spec.model.max_model_len
         return cls(
@@ -110,7 +116,11 @@ class RolloutReplica:
         self.cfg = RolloutConfig.model_validate(config)
         opts = dict(self.cfg.engine_options)
         if self.cfg.engine == "transformers" and self.cfg.gpus_per_replica == 0:
-            opts.setdefault("threads", max(1, int(self.cfg.cpus_per_replica)))
+            c = self.cfg
+            pinned = affinity.pin_replica(
+                c.job_id, c.redis_url, c.cpus_per_replica, c.replicas, c.learner_cores
+            )
+            opts.setdefault("threads", pinned.threads)
         self.engine = make_engine(self.cfg.engine, self.cfg.model, **opts)
         ctx = serve.get_replica_context()
         rid = getattr(getattr(ctx, "replica_id", None), "unique_id", None) or uuid.uuid4().hex[:8]

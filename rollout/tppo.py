@@ -8,6 +8,9 @@ so the batch stays full. Every step emits one Trajectory *segment* per active se
 sequence so far, with the loss mask on the tokens of this window only (earlier windows were trained on
 at earlier steps) and finish_reason 'window' until it finishes.
 
+Each request names its sequence (`cache_key` = the episode id), so an engine that keeps KV between calls
+prefills only what is new since the sequence's previous window; finished sequences are released.
+
 Single-turn games only (a window boundary inside a multi-turn exchange has no clean meaning); games
 that need the judge are scored through the same episode `scorer` the EpisodeRunner uses, in one
 batched call per step.
@@ -93,6 +96,7 @@ class WindowedRollout:
         reqs = [
             GenRequest(
                 prompt_ids=s.prompt + s.tokens,
+                cache_key=s.episode_id,
                 params=self.sampling.model_copy(
                     update={
                         "max_tokens": min(self.window, s.limit - len(s.tokens)),
@@ -114,6 +118,7 @@ class WindowedRollout:
             if out.finish_reason == "stop" or len(s.tokens) >= s.limit:
                 natural = out.finish_reason == "stop" or s.limit < self.max_len  # a drawn length is its EOS
                 ended[i] = "stop" if natural else "length"
+        self.engine.release([self.active[i].episode_id for i in ended])
         rewards = self._score([self.active[i] for i in ended])
         reward_of = dict(zip(ended, rewards))
         segments, still = [], []

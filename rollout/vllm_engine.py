@@ -2,6 +2,12 @@
 
 The offline `LLM` runs whole batches, so updates use "wait" semantics here: a batch in flight finishes on
 the old version and the update lands before the next one ("keep" requests are treated as "wait").
+
+Prefix caching is on, so a T-PPO window step (prompt + every token so far) reuses the KV blocks of the
+sequence's previous window; `cache_key`/`release` are not needed (vLLM's cache is by content). Those
+blocks survive a weight update: under kv_cache_on_update="recompute" (default) the update resets the
+prefix cache, so every prefix is recomputed under the new weights; under "keep" stale blocks stay in use
+(the logprobs returned are still those of the distribution sampled from).
 """
 
 from __future__ import annotations
@@ -14,13 +20,20 @@ from collections.abc import Iterable
 import torch
 
 from rollout import vllm_compat as compat
-from rollout.engine import Engine, EngineError, GenOutput, GenRequest, UpdateMode, check_update
+from rollout.engine import Engine, EngineError, GenOutput, GenRequest, KVOnUpdate, UpdateMode, check_update
 
 
 class VLLMEngine(Engine):
     name = "vllm"
 
-    def __init__(self, model: str, dtype: str = "float32", max_model_len: int = 2048, **extra):
+    def __init__(
+        self,
+        model: str,
+        dtype: str = "float32",
+        max_model_len: int = 2048,
+        kv_cache_on_update: KVOnUpdate = "recompute",
+        **extra,
+    ):
         from services.models import resolve_model
 
         on_cpu = not torch.cuda.is_available()
@@ -31,6 +44,8 @@ class VLLMEngine(Engine):
         self.model_path = resolve_model(model)
         self.device = torch.device("cpu" if on_cpu else "cuda")
         self._shm_before = set(glob.glob("/dev/shm/*"))
+        self.kv_cache_on_update = kv_cache_on_update
+        extra.setdefault("enable_prefix_caching", True)  # window steps resend their whole prefix
         self._llm = LLM(**compat.engine_kwargs(self.model_path, dtype, max_model_len, on_cpu, dict(extra)))
         self._tok = self._llm.get_tokenizer()
         self._version = 0
@@ -87,6 +102,8 @@ class VLLMEngine(Engine):
                 raise EngineError(f"vLLM weight update to v{version} failed: {e}") from e
             finally:
                 os.remove(path)
+            if self.kv_cache_on_update == "recompute" and not self._llm.reset_prefix_cache():
+                raise EngineError(f"vLLM prefix cache not reset after the update to v{version}")
             self._version = version
 
     def close(self) -> None:

@@ -4,6 +4,13 @@ Every message is a msgpack map with a kind tag `_k` and a schema version `_v`. P
 Trajectory travel as little-endian packed bytes (4 bytes per int/float, 1 per mask/role entry) instead
 of msgpack lists: smaller, and decoded without a Python loop per token. A message from a schema version
 this build does not understand is rejected with SchemaVersionError, never half-decoded.
+
+Hot path (every trajectory crosses the queue once each way): a Trajectory is a flat contract (scalars,
+packed arrays, lists and dicts of scalars; no nested models, no computed fields), so encode packs its
+validated field values directly instead of going through pydantic's serializer; the bytes are the same
+as `model_dump()` would give. Decode always validates through the model (bounds, alignment): nothing
+unvalidated reaches a learner. Decoded arrays are writable and own their memory (not views of the
+message).
 """
 
 from __future__ import annotations
@@ -28,14 +35,19 @@ _KIND_OF = {cls: kind for kind, cls in _KINDS.items()}
 # per-token arrays packed as raw bytes: field -> numpy dtype
 _PACKED = {
     "trajectory": {
-        "token_ids": "<i4",
-        "logprobs": "<f4",
-        "versions": "<i4",
-        "loss_mask": "|u1",
-        "rewards": "<f4",
-        "role_ids": "|u1",
+        name: np.dtype(dtype)
+        for name, dtype in (
+            ("token_ids", "<i4"),
+            ("logprobs", "<f4"),
+            ("versions", "<i4"),
+            ("loss_mask", "|u1"),
+            ("rewards", "<f4"),
+            ("role_ids", "|u1"),
+        )
     }
 }
+# contracts whose validated field values msgpack can pack as they are (see the module docstring)
+_FLAT = frozenset(kind for kind, cls in _KINDS.items() if kind in _PACKED and not cls.model_computed_fields)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -52,7 +64,8 @@ def encode(obj: BaseModel) -> bytes:
     kind = _KIND_OF.get(type(obj))
     if kind is None:
         raise TypeError(f"no wire format for {type(obj).__name__}")
-    data = obj.model_dump()
+    # a flat contract's __dict__ holds exactly its fields, in order: what model_dump() would copy out
+    data = dict(obj.__dict__) if kind in _FLAT else obj.model_dump()
     for field, dtype in _PACKED.get(kind, {}).items():
         data[field] = np.ascontiguousarray(data[field], dtype=dtype).tobytes()
     data["_k"], data["_v"] = kind, SCHEMA_VERSION
@@ -81,7 +94,8 @@ def decode(raw: bytes, expect: type[M] | None = None) -> M:
     for field, dtype in _PACKED.get(kind, {}).items():
         if isinstance(data.get(field), bytes):
             try:
-                data[field] = np.frombuffer(data[field], dtype=dtype).copy()  # writable for the learner
+                # one copy into a writable buffer of its own (the learner may write to it)
+                data[field] = np.frombuffer(bytearray(data[field]), dtype=dtype)
             except ValueError as e:
                 raise CodecError(f"{kind}.{field}: corrupt packed array ({e})") from None
     try:

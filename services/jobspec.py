@@ -185,6 +185,14 @@ class LearnerSpec(_Strict):
     strategy: Literal["ddp", "fsdp", "deepspeed"] = "ddp"
     batch_size: int = Field(8, ge=1, le=1 << 20, description="Trajectories per optimizer step.")
     mini_batch_size: int = Field(8, ge=1, le=1 << 20)
+    batch_tokens: int = Field(
+        0,
+        ge=0,
+        le=1 << 30,
+        description="Token budget of a step (PPO / T-PPO): after batch_size trajectories, a step also takes "
+        "those already waiting, until their tokens (a sequence's T-PPO windows merged into one row) reach "
+        "this; at most 8 × batch_size. 0: exactly batch_size.",
+    )
     steps: int = Field(100, ge=1, le=MAX_COUNT)
     learning_rate: float = Field(1e-5, gt=0, le=10)
     critic_learning_rate: float = Field(1e-5, gt=0, le=10)
@@ -240,6 +248,13 @@ class AsyncSpec(_Strict):
         "by more than this many policy versions.",
     )
     stale_policy: Literal["drop", "count"] = "drop"
+    kv_cache_on_update: Literal["recompute", "keep"] = Field(
+        "recompute",
+        description="What a rollout engine does with a sequence's KV cache (kept between T-PPO windows) "
+        "after a weight update: 'recompute' drops it and re-prefills under the new weights; 'keep' "
+        "continues on the stale KV (PipelineRL in-flight updates; the recorded logprobs are those "
+        "actually sampled from, so importance correction stays exact).",
+    )
 
 
 class Hyper(_Strict):

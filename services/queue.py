@@ -189,20 +189,23 @@ class TrajectoryQueue:
         reclaimed by it like a dead consumer's; they are not delivered again, nor judged stale).
         """
         batch = Batch(consumer)
-        version = self.learner_version() if learner_version is None else learner_version
         raw = [x for x in self._reclaim(consumer, count, batch) if _sid(x[0]) not in holding]
+        # the learner version (when not given) and the new entries in one round trip
+        pipe = self.r.pipeline(transaction=False)
+        if learner_version is None:
+            pipe.get(self.version_key)
         if len(raw) < count:
-            resp = self.r.xreadgroup(
-                GROUP,
-                consumer,
-                {self.stream: ">"},
-                count=count - len(raw),
-                block=None if raw else max(1, block_ms),
-            )
-            for _, entries in resp or []:
-                raw += [(eid, fields, 1) for eid, fields in entries]
+            block = None if raw else max(1, block_ms)
+            pipe.xreadgroup(GROUP, consumer, {self.stream: ">"}, count=count - len(raw), block=block)
+        replies = pipe.execute() if len(pipe) else []
+        if learner_version is None:
+            v = replies.pop(0)
+            learner_version = int(v) if v is not None else 0
+        for _, entries in (replies[0] if replies else None) or []:
+            raw += [(eid, fields, 1) for eid, fields in entries]
+        observe = metrics.QUEUE_STALENESS.labels(self.job_id).observe  # one label lookup per batch
         for eid, fields, deliveries in raw:
-            self._admit(batch, _sid(eid), fields, deliveries, version)
+            self._admit(batch, _sid(eid), fields, deliveries, learner_version, observe)
         metrics.QUEUE_GET.labels(self.job_id).inc(len(batch))
         return batch
 
@@ -215,7 +218,7 @@ class TrajectoryQueue:
         for _, entries in resp or []:
             for eid, fields in entries:
                 if fields:  # deleted entries show up with no fields
-                    self._admit(batch, eid.decode() if isinstance(eid, bytes) else eid, fields, 1, version)
+                    self._admit(batch, _sid(eid), fields, 1, version)
         return batch
 
     def _reclaim(self, consumer: str, count: int, batch: Batch) -> list[tuple]:
@@ -251,7 +254,9 @@ class TrajectoryQueue:
         )
         return out
 
-    def _admit(self, batch: Batch, eid: str, fields: dict, deliveries: int, version: int) -> None:
+    def _admit(
+        self, batch: Batch, eid: str, fields: dict, deliveries: int, version: int, observe=None
+    ) -> None:
         if deliveries > self.cfg.max_deliveries:
             self._dead_letter(eid, f"delivered {deliveries} times without ack", deliveries)
             batch.dead += 1
@@ -263,7 +268,7 @@ class TrajectoryQueue:
             batch.dead += 1
             return
         lag = traj.staleness(version)
-        metrics.QUEUE_STALENESS.labels(self.job_id).observe(lag)
+        (observe or metrics.QUEUE_STALENESS.labels(self.job_id).observe)(lag)
         if self.cfg.max_staleness is not None and lag > self.cfg.max_staleness:
             batch.stale += 1
             metrics.QUEUE_STALE.labels(self.job_id).inc()

@@ -17,7 +17,7 @@ import torch
 from services import keys
 from services.codec import decode
 from services.schemas import WeightVersion
-from services.weights.packing import TRAILER, BufferPool, Named, digest, unpack
+from services.weights.packing import TRAILER, BufferPool, Named, digest, expand, unpack
 from services.weights.protocol import WeightSyncConfig, _error
 from services.weights.transports import ReceiverTransport, get_transport
 from services.weights.transports.base import Info, WeightSyncError
@@ -47,6 +47,7 @@ class WeightReceiver:
         self.replicas_key, self.stream = keys.weight_replicas(job_id), keys.weight_stream(job_id)
         self.version, self.status, self.attempted = version, "ok", -1
         self.last_error: str | None = None
+        self.timing: dict[str, float] = {}  # the last push's account (its "version" and seconds by phase)
         self.nonce = uuid.uuid4().hex  # this registration; a new one at every start()
         self._stop = threading.Event()
         self._beat_lock = threading.Lock()
@@ -103,6 +104,7 @@ class WeightReceiver:
                         "host": socket.gethostname(),
                         "nonce": self.nonce,
                         "group": transport.held if transport else None,
+                        "timing": self.timing,
                     }
                 ),
             )
@@ -149,15 +151,27 @@ class WeightReceiver:
         return self._transports[name]
 
     def _receive(self, fields: dict, info: Info) -> None:
+        t0 = time.perf_counter()
         manifest = decode(fields[b"manifest"], WeightVersion)
         self.attempted = manifest.version
+        timing = {"version": manifest.version}
         transport = None
         try:
             transport = self._transport(fields.get(b"transport", b"per_push").decode())
+            timing["decode"] = time.perf_counter() - t0
             named = self._fetch(
-                transport, manifest, fields[b"host"].decode(), fields[b"backend"].decode(), info
+                transport,
+                manifest,
+                fields[b"host"].decode(),
+                fields[b"backend"].decode(),
+                info,
+                json.loads(fields.get(b"aliases", b"[]")),
+                timing,
             )
+            t1 = time.perf_counter()
             self.apply(named, manifest.version)
+            timing["apply"] = time.perf_counter() - t1
+            self.timing = timing
             transport.finish(True)
             self._pool.recycle()  # apply() copied the weights out: keep the buffers for the next push
             self.version, self.status, self.last_error = manifest.version, "ok", None
@@ -170,23 +184,50 @@ class WeightReceiver:
         self._beat()
 
     def _fetch(
-        self, transport: ReceiverTransport, manifest: WeightVersion, host: str, backend: str, info: Info
+        self,
+        transport: ReceiverTransport,
+        manifest: WeightVersion,
+        host: str,
+        backend: str,
+        info: Info,
+        aliases: list,
+        timing: dict,
     ) -> Named:
-        """Receive every bucket and the trailer, verify the checksums, return views of the buffers."""
+        """Receive every bucket and the trailer, checksum and unpack (views) each bucket as it lands,
+        while the next one is on the wire; verify the checksums; return the tensors in the sender's order."""
         if manifest.checksum != TRAILER:
             raise WeightSyncError(f"unsupported checksum scheme {manifest.checksum!r} (sender too new?)")
-        per_bucket = [[m for m in manifest.tensors if m.bucket == b] for b in range(manifest.num_buckets)]
+        per_bucket: list[list] = [[] for _ in range(manifest.num_buckets)]
+        slots: list[list[int]] = [[] for _ in range(manifest.num_buckets)]  # positions in the manifest
+        for i, m in enumerate(manifest.tensors):
+            per_bucket[m.bucket].append(m)
+            slots[m.bucket].append(i)
         bufs = [self._pool.take(sum(m.nbytes for m in metas)) for metas in per_bucket]
         trailer = torch.empty((manifest.num_buckets, 2), dtype=torch.int64, device=self.device)
         sums: list[tuple[int, int]] = []
+        named: Named = [None] * len(manifest.tensors)  # type: ignore[list-item]
+        t0 = time.perf_counter()
+        timing.update(checksum=0.0, unpack=0.0)
 
         def landed(b: int) -> None:
-            if b < len(bufs):
-                sums.append(digest(bufs[b]))
+            if b >= len(bufs):
+                return  # the trailer
+            t = time.perf_counter()
+            timing.setdefault("first_bucket", t - t0)
+            sums.append(digest(bufs[b]))
+            t1 = time.perf_counter()
+            for i, pair in zip(slots[b], unpack(bufs[b], per_bucket[b])):
+                named[i] = pair
+            timing["checksum"] += t1 - t
+            timing["unpack"] += time.perf_counter() - t1
 
         transport.receive(host, backend, info, bufs + [trailer], landed)
+        t1 = time.perf_counter()
+        timing["receive"] = t1 - t0
         expected = [tuple(int(x) for x in row) for row in trailer.cpu().tolist()]
         bad = [b for b, (got, want) in enumerate(zip(sums, expected)) if got != want]
         if bad:
             raise WeightSyncError(f"buckets {bad} of v{manifest.version} failed their checksum")
-        return [pair for buf, metas in zip(bufs, per_bucket) for pair in unpack(buf, metas)]
+        named = expand(named, aliases)
+        timing["verify"] = time.perf_counter() - t1
+        return named
