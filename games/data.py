@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 GTALIGN_SETS = ("math-hard", "ambig_qa", "wildguard", "advbench")
+# sets that also have GTAlign's own train split (`<name>.train.parquet`)
+GTALIGN_TRAIN_SETS = ("math-hard", "ambig_qa", "wildguard")
 
 
 VENDORED = Path(__file__).resolve().parents[1] / "data"
@@ -48,11 +50,54 @@ class GTAlignRecord:
         return next((m["content"] for m in self.messages if m["role"] == "system"), "")
 
 
-def gtalign_path(name_or_path: str | Path) -> Path:
-    """A set name from GTALIGN_SETS maps to `<data>/gtalign/<name>.test.parquet`; anything else is a path."""
+def gtalign_path(name_or_path: str | Path, split: str = "test") -> Path:
+    """A set name from GTALIGN_SETS maps to `<data>/gtalign/<name>.<split>.parquet`; anything else is a
+    path (and `split` does not apply to it)."""
+    if split not in ("test", "train"):
+        raise ValueError(f"split must be 'test' or 'train', got {split!r}")
     if str(name_or_path) in GTALIGN_SETS:
-        return shared_data_dir() / "gtalign" / f"{name_or_path}.test.parquet"
+        if split == "train" and str(name_or_path) not in GTALIGN_TRAIN_SETS:
+            raise ValueError(
+                f"{name_or_path} has no train split (sets with one: {', '.join(GTALIGN_TRAIN_SETS)})"
+            )
+        return shared_data_dir() / "gtalign" / f"{name_or_path}.{split}.parquet"
     return Path(name_or_path)
+
+
+def load_gtalign_train(name: str, limit: int | None = None) -> list[GTAlignRecord]:
+    """GTAlign's train split of set `name` with every row whose prompt also occurs in its test file removed
+    (compared on the last user message, which holds the question), so a model trained on it is evaluated
+    on questions it never saw: math-hard loses 394 of 3176 rows (262 distinct questions; 274 of its 353 test
+    rows are among them), wildguard 10 of 2700, ambig_qa none. Prompts repeated within the train file stay
+    repeated, as GTAlign trains on them. File order; `limit` applies after the removal."""
+    if name not in GTALIGN_TRAIN_SETS:
+        raise ValueError(f"{name!r} has no train split (sets with one: {', '.join(GTALIGN_TRAIN_SETS)})")
+    test = {r.user_prompt for r in load_gtalign(name)}
+    out = [r for r in load_gtalign(gtalign_path(name, "train")) if r.user_prompt not in test]
+    return out[:limit] if limit is not None else out
+
+
+def load_split(
+    data: str | Path | None, default: str, split: str | None = None, limit: int | None = None
+) -> list[GTAlignRecord]:
+    """The records a game trains or evaluates on. `data`: a GTAlign set name (default `default`) or a file
+    path. For a set, `split` 'train' is its train file without the test prompts (load_gtalign_train) and
+    'test' its test file; unset, a set with a train split trains on it ('train'), the others ('advbench')
+    give their test file. A file path is read as it is and takes no split."""
+    name = str(data) if data is not None else default
+    if name not in GTALIGN_SETS:
+        if split is not None:
+            raise ValueError(
+                f"split applies to the named GTAlign sets ({', '.join(GTALIGN_SETS)}); "
+                f"a data file ({name}) is read as it is"
+            )
+        return load_gtalign(name, limit=limit)
+    split = split or ("train" if name in GTALIGN_TRAIN_SETS else "test")
+    if split == "train":
+        return load_gtalign_train(name, limit=limit)
+    if split == "test":
+        return load_gtalign(name, limit=limit)
+    raise ValueError(f"split must be 'train' or 'test', got {split!r}")
 
 
 def load_gtalign(name_or_path: str | Path, limit: int | None = None) -> list[GTAlignRecord]:

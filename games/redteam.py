@@ -65,8 +65,13 @@ def seeds_from_gtalign(name_or_path: str | Path = "wildguard") -> list[RedTeamSe
     advbench: all harmful)."""
     from games.data import load_gtalign
 
+    return seeds_of(load_gtalign(name_or_path))
+
+
+def seeds_of(records: list) -> list[RedTeamSeed]:
+    """Seeds from GTAlign records (games/data.py): the bare question and its harm label."""
     seeds = []
-    for rec in load_gtalign(name_or_path):
+    for rec in records:
         harmful = rec.data_source == "advbench" or rec.ground_truth.strip().lower() == "harmful"
         seeds.append(RedTeamSeed(rec.question, harmful))
     return seeds

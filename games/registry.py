@@ -1,6 +1,8 @@
 """Environment registry: `make_env(name)` builds any game by name (used by rollout and `games play`).
 
 Games that read data accept `data=` (a file path or set name) and otherwise use the shared data dir.
+Those on GTAlign sets take `split` (games/data.py load_split): unset, a set trains on its train file with
+the test prompts removed; 'test' gives the test file, for evaluation.
 """
 
 from __future__ import annotations
@@ -49,22 +51,26 @@ def _blocksworld(mode: str) -> Callable[[str | Path | None], TextGame]:
     return build
 
 
-def _math(data: str | Path | None) -> TextGame:
-    from games.math_game import MathGame
+def _math(data: str | Path | None, split: str | None = None) -> TextGame:
+    from games.data import load_split
+    from games.math_game import MathGame, MathProblem
 
-    return MathGame.from_gtalign(data or "math-hard")
+    recs = load_split(data, "math-hard", split)
+    return MathGame([MathProblem(r.question, r.ground_truth, r.data_source) for r in recs])
 
 
-def _gtalign(data: str | Path | None) -> TextGame:
+def _gtalign(data: str | Path | None, split: str | None = None) -> TextGame:
+    from games.data import load_split
     from games.gtalign_game import GTAlignGame
 
-    return GTAlignGame.from_parquet(data or "math-hard")
+    return GTAlignGame(load_split(data, "math-hard", split))
 
 
-def _redteam(data: str | Path | None) -> TextGame:
-    from games.redteam import RedTeamGame, seeds_from_gtalign
+def _redteam(data: str | Path | None, split: str | None = None) -> TextGame:
+    from games.data import load_split
+    from games.redteam import RedTeamGame, seeds_of
 
-    return RedTeamGame(seeds_from_gtalign(data or "wildguard"))
+    return RedTeamGame(seeds_of(load_split(data, "wildguard", split)))
 
 
 def _tictactoe(data: str | Path | None) -> TextGame:
@@ -79,10 +85,10 @@ def _kuhn(data: str | Path | None) -> TextGame:
     return KuhnPoker()
 
 
-def _strategy(data: str | Path | None, split: str = "all", heldout_every: int = 5) -> TextGame:
+def _strategy(data: str | Path | None, split: str | None = None, every: int = 1) -> TextGame:
     from games.strategy_game import StrategyGame
 
-    return StrategyGame.from_data(data, split=split, heldout_every=int(heldout_every))
+    return StrategyGame.from_data(data, split=split, every=int(every))
 
 
 def _preference(data: str | Path | None) -> TextGame:
@@ -101,14 +107,12 @@ ENVS: dict[str, EnvSpec] = {
     "blocksworld": EnvSpec("GRL Blocksworld, 3 blocks, text rendering", _blocksworld("text")),
     "blocksworld-1d": EnvSpec("GRL Blocksworld, list rendering", _blocksworld("1d")),
     "blocksworld-2d": EnvSpec("GRL Blocksworld, ASCII drawing", _blocksworld("2d")),
-    "math": EnvSpec("boxed-answer math (GTAlign math-hard questions)", _math),
-    "gtalign": EnvSpec("GTAlign four-block dialogue game (judge scores it)", _gtalign),
+    "math": EnvSpec("boxed-answer math (GTAlign math-hard questions)", _math, ("split",)),
+    "gtalign": EnvSpec("GTAlign four-block dialogue game (judge scores it)", _gtalign, ("split",)),
     "gtalign-strategy": EnvSpec(
-        "GTAlign strategy choice on ambig_qa, rewarded by mutual welfare",
-        _strategy,
-        ("split", "heldout_every"),
+        "GTAlign strategy choice on ambig_qa, rewarded by mutual welfare", _strategy, ("split", "every")
     ),
-    "redteam": EnvSpec("attacker/defender red-team game with hidden CoT", _redteam),
+    "redteam": EnvSpec("attacker/defender red-team game with hidden CoT", _redteam, ("split",)),
     "tictactoe": EnvSpec("two-player TicTacToe", _tictactoe),
     "kuhn": EnvSpec("two-player Kuhn Poker", _kuhn),
     "preference": EnvSpec("COMAL's 3-action preference game as a matrix game", _preference),

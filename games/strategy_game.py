@@ -8,9 +8,10 @@ question's true type and the chosen strategy select (Cobb-Douglas √(U·L), GTA
 the model is rewarded for reasoning about both players' payoffs. No code in the reply (or two different
 codes before any text) is malformed: reward 0, counted as an invalid action, never raised.
 
-Train / held-out: `split='train'` keeps the records whose position is not ≡ 0 mod `heldout_every`,
-`split='heldout'` keeps the others — disjoint questions, so an evaluation never sees a training prompt
-(the shared data holds only test splits, so the platform carves its own).
+Train / held-out: `split='train'` (the default) is GTAlign's ambig_qa train file with every test prompt
+removed, `split='heldout'` (or 'test') its test file — disjoint questions, so an evaluation never sees a
+training prompt (games/data.py load_split). `every=n` keeps every n-th question of the split (a shorter
+evaluation: the demo scores 60 of the 300 test questions).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import re
 from pathlib import Path
 
 from games.base import StepResult, TextGame, make_info
-from games.data import GTAlignRecord, load_gtalign
+from games.data import GTAlignRecord, load_split
 from games.payoff import ACTIONS, USER_TYPES
 from games.welfare import cobb_douglas
 
@@ -32,7 +33,7 @@ DEFAULT_PAYOFFS: dict[str, dict[str, tuple[float, float]]] = {
     "VQ": {"DA": (0.1, 0.2), "CQ": (0.8, 0.7), "AQ": (0.8, 0.8)},
 }
 _CODE = re.compile(r"\b(DA|CQ|AQ)\b")
-SPLITS = ("train", "heldout", "all")
+SPLITS = ("train", "heldout", "test")
 
 
 def question_type(record: GTAlignRecord) -> str:
@@ -46,15 +47,16 @@ def parse_strategy(text: str) -> str | None:
     return m.group(1) if m else None
 
 
-def split_records(records: list[GTAlignRecord], split: str, heldout_every: int) -> list[GTAlignRecord]:
-    if split not in SPLITS:
+def split_records(
+    data: str | Path | None, split: str | None, every: int = 1, limit: int | None = None
+) -> list[GTAlignRecord]:
+    """The questions of `split` (None: train for a set, the file as it is for a path), every `every`-th."""
+    if split is not None and split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if heldout_every < 2:
-        raise ValueError("heldout_every must be at least 2")
-    if split == "all":
-        return list(records)
-    held = split == "heldout"
-    return [r for i, r in enumerate(records) if (i % heldout_every == 0) == held]
+    if every < 1:
+        raise ValueError(f"every must be at least 1, got {every}")
+    file_split = {"heldout": "test"}.get(split, split) if split else None
+    return load_split(data, "ambig_qa", file_split, limit)[::every]
 
 
 class StrategyGame(TextGame):
@@ -80,12 +82,11 @@ class StrategyGame(TextGame):
     def from_data(
         cls,
         data: str | Path | None = None,
-        split: str = "all",
-        heldout_every: int = 5,
+        split: str | None = None,
+        every: int = 1,
         limit: int | None = None,
     ) -> StrategyGame:
-        recs = split_records(load_gtalign(data or "ambig_qa", limit=limit), split, heldout_every)
-        return cls(recs)
+        return cls(split_records(data, split, every, limit))
 
     def welfare(self, qtype: str, action: str) -> float:
         u, llm = self.payoffs[qtype][action]

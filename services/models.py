@@ -226,7 +226,7 @@ def _build_tiny_strategy(out: Path, seed: int) -> None:
 def build_tiny_strategy(settings: Settings | None = None, seed: int = 0, force: bool = False) -> Path:
     base = build_tiny_qwen3(settings, seed)
     return _cached(
-        models_dir(settings) / f"tiny-qwen3-strategy-{base.name.rsplit('-', 1)[-1]}-v1",
+        models_dir(settings) / f"tiny-qwen3-strategy-{base.name.rsplit('-', 1)[-1]}-v2",
         lambda out: _build_tiny_strategy(out, seed),
         "tiny Qwen3 (strategy warm start)",
         force,

@@ -40,13 +40,15 @@ def test_the_first_code_decides():
     assert parse_strategy("nothing") is None
 
 
-def test_train_and_heldout_splits_are_disjoint_and_cover_the_set():
-    every = make_env("gtalign-strategy", options={"split": "all"}).records
-    train = make_env("gtalign-strategy", options={"split": "train", "heldout_every": 5}).records
-    held = make_env("gtalign-strategy", options={"split": "heldout", "heldout_every": 5}).records
-    assert len(train) + len(held) == len(every) == 300 and len(held) == 60
-    assert not {r.index for r in train} & {r.index for r in held}
-    assert {question_type(r) for r in held} == {"DQ", "VQ"}
+def test_train_and_heldout_splits_are_the_train_and_test_files_without_a_shared_question():
+    train = make_env("gtalign-strategy", options={"split": "train"}).records
+    held = make_env("gtalign-strategy", options={"split": "heldout"}).records
+    assert make_env("gtalign-strategy").records == train  # a training job's default
+    assert len(train) == 2700 and len(held) == 300
+    assert not {r.user_prompt for r in train} & {r.user_prompt for r in held}
+    fifth = make_env("gtalign-strategy", options={"split": "heldout", "every": 5}).records
+    assert fifth == held[::5] and len(fifth) == 60
+    assert {question_type(r) for r in fifth} == {"DQ", "VQ"}
 
 
 def test_bad_options_are_clear_errors():
@@ -56,6 +58,10 @@ def test_bad_options_are_clear_errors():
         make_env("gtalign-strategy", options={"split": "dev"})
     with pytest.raises(ValueError, match="does not take option"):
         make_env("sokoban", options={"split": "train"})
+    with pytest.raises(ValueError, match="does not take option"):  # the old carve-out is gone
+        make_env("gtalign-strategy", options={"heldout_every": 5})
+    with pytest.raises(ValueError, match="every must be at least 1"):
+        make_env("gtalign-strategy", options={"every": 0})
 
 
 def test_length_profile_is_deterministic_long_tailed_and_capped():

@@ -114,7 +114,7 @@ def corpus(e) -> list[tuple[str, object, str, int, str, str]]:
         ("passwd-data", spec(tasks=[{"env": "blocksworld", "data_path": "/etc/passwd"}]), "application/json", 422, "tasks.0.data_path", "outside the data this gateway allows"),
         ("dotdot-data", spec(tasks=[{"env": "blocksworld", "data_path": f"{e.roots}/../outside.json"}]), "application/json", 422, "tasks.0.data_path", "outside the data"),
         ("not-blocksworld", spec(tasks=[{"env": "blocksworld", "data_path": str(e.roots / "not-blocksworld.json")}]), "application/json", 422, "tasks.0.data_path", "cannot be built"),
-        ("bad-option", spec(tasks=[{"env": "gtalign-strategy", "options": {"heldout_every": "x"}}]), "application/json", 422, "tasks.0.options", "cannot be built"),
+        ("bad-option", spec(tasks=[{"env": "gtalign-strategy", "options": {"every": "x"}}]), "application/json", 422, "tasks.0.options", "cannot be built"),
         ("file-url", spec(judge={"backend": "openai", "url": "file:///etc/passwd"}), "application/json", 422, "judge.url", "http:// or https://"),
         ("gopher-url", spec(judge={"backend": "openai", "url": "gopher://127.0.0.1:6379/_INFO"}), "application/json", 422, "judge.url", "http:// or https://"),
         ("metadata-host", spec(judge={"backend": "openai", "url": "http://169.254.169.254/v1"}), "application/json", 422, "judge.url", "PAYOFF_JUDGE_HOSTS"),
