@@ -86,6 +86,14 @@ PHASE_SECONDS = Counter(
     registry=REGISTRY,
 )
 _PHASE_KEYS = {"checkpoint_s": "checkpoint", "wait_s": "wait", "report_s": "report"}
+PUSH_PHASE_SECONDS = Counter(
+    "payoff_learner_push_phase_seconds_total",
+    "Weight push sub-phases on the sender (plan, announce, pack, checksum, send, ack; they overlap, so "
+    "they do not add up to push_transfer): services/weights/protocol.py PushResult.account",
+    ["job", "phase"],
+    registry=REGISTRY,
+)
+_PUSH_ACCOUNT = "push_account_"
 
 
 class PhaseClock:
@@ -164,6 +172,9 @@ def observe_step(job: str, stats: dict, by_source: dict[str, tuple[float, float]
         for phase, seconds in phases(stats).items():
             PHASE_SECONDS.labels(job, phase).inc(seconds)
         for k, v in stats.items():
+            if k.startswith(_PUSH_ACCOUNT) and k.endswith("_s"):
+                PUSH_PHASE_SECONDS.labels(job, k[len(_PUSH_ACCOUNT) : -2]).inc(float(v))
+                continue
             if k.startswith("time_") or k.startswith("catchup_"):
                 continue
             if k not in _NOT_LOSS and isinstance(v, (int, float)) and not isinstance(v, bool):

@@ -345,6 +345,7 @@ class Learner:
             )
         return {
             **{f"time_push_{k}_s": v for k, v in res.phases.items()},
+            **{f"push_account_{k}_s": v for k, v in res.account.items()},  # overlapping sub-phases
             "push_s": res.seconds,
             "push_bytes": float(res.bytes),
             "push_ok": float(len(res.ok)),

@@ -327,6 +327,7 @@ def test_learner_observe_step_records_documented_series():
         "push_failed": 2.0,
         "checkpoint_s": 0.3,
         "checkpoint": "/tmp/x",
+        "push_account_pack_s": 0.01,
     }
     lm.observe_step(job, stats)
     lm.observe_step(job, stats)
@@ -342,6 +343,9 @@ def test_learner_observe_step_records_documented_series():
     assert _sample("payoff_learner_weight_sync_bytes_total", j) == 2048
     assert _sample("payoff_learner_weight_sync_failures_total", j) == 4
     assert _sample("payoff_learner_checkpoint_seconds_count", j) == 2
+    pack = {"job": job, "phase": "pack"}
+    assert _sample("payoff_learner_push_phase_seconds_total", pack) == pytest.approx(0.02)
+    assert _sample("payoff_learner_loss", {"job": job, "term": "push_account_pack_s"}) is None
 
 
 def test_rollout_observe_batch_records_documented_series():
