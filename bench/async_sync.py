@@ -10,8 +10,8 @@ P1  ratio of trained finished trajectories per second, async / sync (goal >= 1.5
     time to reach the reward target is reported for both modes in `details`.
 P1-episodes  the same job async with one window as long as L_max (every call plays whole episodes) / sync:
     separates the gain of overlapping generation with training from the gain of T-PPO windows.
-P7  idle ratios during the async run: learner (share of wall time spent waiting for a batch) and
-    rollout replica (share of wall time its engine was not generating); goal < 10 % each.
+P7  idle ratios during the async run, from its first learner step: learner (share of wall time spent waiting
+    for a batch) and rollout replica (share of wall time its engine was not generating); goal < 10 % each.
 
     python -m bench.async_sync [--runs 3] [--steps 30] [--json out.json]
 """
@@ -127,7 +127,8 @@ def run_job(stack, mode: str, steps: int) -> dict:
         "tokens_per_s": sum(e.metrics.get("trained_tokens", 0.0) for e in timed) / wall,
         "time_to_reward_s": reached,
         "learner_idle": wait / wall,
-        "rollout_idle": roll.get("idle_ratio"),
+        "rollout_idle": roll.get("idle_ratio"),  # the whole job (start-up included): simulate_fit's input
+        "rollout_idle_steady": roll.get("steady_idle_ratio"),  # from the learner's first step: P7
         "final_reward": statistics.mean(r for _, r in rewards[-5:]) if rewards else None,
     }
 
@@ -160,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"run {k + 1}/{args.runs} {mode:<14}: {r['traj_per_s']:.2f} finished traj/s, "
                         f"time-to-reward {r['time_to_reward_s'] or 'not reached'}, learner idle "
                         f"{r['learner_idle']:.0%}, rollout idle {r['rollout_idle']:.0%} "
+                        f"(steady {r['rollout_idle_steady'] or 0:.0%}) "
                         f"({time.monotonic() - t0:.0f} s)",
                         flush=True,
                     )
@@ -195,6 +197,7 @@ def _entries(pairs: list[dict]) -> list[Entry]:
             m: {
                 "learner": [p[m]["learner_idle"] for p in pairs],
                 "rollout": [p[m]["rollout_idle"] for p in pairs],
+                "rollout_steady": [p[m].get("rollout_idle_steady") for p in pairs],
             }
             for m in MODES
         },
@@ -221,8 +224,10 @@ def _entries(pairs: list[dict]) -> list[Entry]:
             details={"note": "separates the overlap gain (this) from the window gain (P1 / P1-episodes)"},
         )
     )
-    for part in ("learner", "rollout"):
-        vals = [p["async"][f"{part}_idle"] for p in pairs if p["async"][f"{part}_idle"] is not None]
+    # both over the steady window (from the first learner step); the rollout's whole-job idle, start-up
+    # included, stays in details.idle
+    for part, key in (("learner", "learner_idle"), ("rollout", "rollout_idle_steady")):
+        vals = [p["async"][key] for p in pairs if p["async"].get(key) is not None]
         if vals:
             out.append(
                 make_entry(
@@ -230,7 +235,7 @@ def _entries(pairs: list[dict]) -> list[Entry]:
                     f"{part} idle ratio during the async job",
                     vals,
                     unit="fraction",
-                    reference="wall time of the async job",
+                    reference="wall time of the async job from its first learner step",
                     goal="< 0.1",
                 )
             )

@@ -1,6 +1,8 @@
 """What the driver saw of its rollouts, published in the job summary (`summary.rollout`; read by the
 CLI, Grafana and bench/ for P1/P7). Every result type reports the same `counts()`, so the statistics
-do not depend on the schedule that produced them. Failed calls are split into rejected ones (a
+do not depend on the schedule that produced them. `idle_ratio` spans the driver's whole life (deployment
+and the learner's start-up included); `steady_idle_ratio` counts from the moment the learner's first
+step landed (`steady()`), the window bench/ measures P1 and P7 over. Failed calls are split into rejected ones (a
 deterministic 4xx) and retried ones (transient: 5xx, timeouts, replicas restarting); see failures.py."""
 
 from __future__ import annotations
@@ -20,9 +22,18 @@ class RolloutStats:
         self.busy: dict[str, float] = {}
         self.trajectories = self.finished = self.tokens = self.failures = self.rejected = 0
         self.rewards: list[float] = []
+        self.steady_t0: float | None = None  # when the learner's first step was seen
+        self.steady_busy = 0.0
+
+    def steady(self) -> None:
+        """The learner has made its first step: the steady window starts now (idempotent)."""
+        if self.steady_t0 is None:
+            self.steady_t0 = time.monotonic()
 
     def add(self, res: RolloutResult) -> None:
         self.busy[res.replica] = self.busy.get(res.replica, 0.0) + res.busy_s
+        if self.steady_t0 is not None:  # a call that straddles the start counts its part after it
+            self.steady_busy += min(res.busy_s, time.monotonic() - self.steady_t0)
         c = res.counts()
         self.trajectories += c.trajectories
         self.finished += c.finished
@@ -36,9 +47,20 @@ class RolloutStats:
         self.rejected += rejected
 
     def snapshot(self) -> dict[str, float]:
-        wall = time.monotonic() - self.t0
+        now = time.monotonic()
+        wall = now - self.t0
         busy = sum(self.busy.values())
         recent = self.rewards[-64:]
+        steady = {}
+        if self.steady_t0 is not None:
+            s_wall = now - self.steady_t0
+            steady = {
+                "steady_wall_s": round(s_wall, 3),
+                "steady_busy_s": round(self.steady_busy, 3),
+                "steady_idle_ratio": round(
+                    max(0.0, 1.0 - self.steady_busy / max(s_wall * self.replicas, 1e-9)), 4
+                ),
+            }
         return {
             "trajectories": self.trajectories,
             "finished": self.finished,
@@ -50,6 +72,7 @@ class RolloutStats:
             "busy_s": round(busy, 3),
             "idle_ratio": round(max(0.0, 1.0 - busy / max(wall * self.replicas, 1e-9)), 4),
             "reward_recent": round(sum(recent) / len(recent), 4) if recent else 0.0,
+            **steady,
         }
 
     def publish(self, client: redis.Redis, job_id: str, force: bool = False) -> None:

@@ -56,12 +56,12 @@ class Done:
         return self.res
 
 
-def episode_result(n=2, reward=1.0) -> EpisodeResult:
+def episode_result(n=2, reward=1.0, busy_s=0.5) -> EpisodeResult:
     trajs = [
         TrajectorySummary(id=f"t{i}", role="policy", tokens=10, generated=4, reward=reward, versions=[0])
         for i in range(n)
     ]
-    return EpisodeResult(episodes=[], trajectories=trajs, busy_s=0.5, replica="r0")
+    return EpisodeResult(episodes=[], trajectories=trajs, busy_s=busy_s, replica="r0")
 
 
 class FakeClient:
@@ -174,6 +174,26 @@ def test_stats_count_both_result_kinds():
     snap = st.snapshot()
     assert (snap["trajectories"], snap["finished"], snap["tokens"], snap["failed_calls"]) == (7, 4, 44, 1)
     assert snap["busy_s"] == 1.5 and snap["reward_recent"] == pytest.approx(0.75)
+
+
+def test_steady_idle_counts_from_the_learners_first_step_only(monkeypatch):
+    import orchestrator.stats as stats_mod
+
+    now = [100.0]
+    monkeypatch.setattr(stats_mod.time, "monotonic", lambda: now[0])
+    st = RolloutStats(replicas=1)
+    now[0] = 160.0  # a minute of deployment and learner start-up, engine idle
+    st.add(episode_result(1, reward=0.0, busy_s=1.0))
+    assert "steady_idle_ratio" not in st.snapshot()
+    st.steady()
+    now[0] = 162.0
+    st.add(episode_result(1, reward=0.0, busy_s=3.0))  # straddles the start: 2 s of it count
+    now[0] = 170.0
+    st.add(episode_result(1, reward=0.0, busy_s=7.0))
+    snap = st.snapshot()
+    assert snap["steady_wall_s"] == 10.0 and snap["steady_busy_s"] == 9.0
+    assert snap["steady_idle_ratio"] == pytest.approx(0.1)
+    assert snap["idle_ratio"] == pytest.approx(1 - 11.0 / 70.0, abs=1e-4)  # whole life
 
 
 def run_loop(s: JobSpec, client, queue, seconds: float) -> RolloutStats:
