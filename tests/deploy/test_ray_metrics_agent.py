@@ -80,6 +80,7 @@ def test_actor_metrics_reach_the_agent_and_prometheus(ray_session, tmp_path):
                 "push_failed": 0.0,
                 "wait_s": 0.1,
                 "idle_ratio": 0.33,
+                "push_account_pack_s": 0.01,
             },
             by_source={"math": (0.5, 0.1), "ambig": (0.2, 0.05)},
         )
