@@ -56,10 +56,12 @@ class MathGame(TextGame):
         """Problems from a GTAlign math parquet (question = single_turn_prompt, answer = ground truth)."""
         from games.data import load_gtalign
 
-        problems = [
-            MathProblem(r.question, r.ground_truth, r.data_source) for r in load_gtalign(name_or_path)
-        ]
-        return cls(problems, **kw)
+        return cls.from_records(load_gtalign(name_or_path), **kw)
+
+    @classmethod
+    def from_records(cls, records: list, **kw: Any) -> MathGame:
+        """Problems from GTAlign records (games/data.py): question = single_turn_prompt, answer = ground truth."""
+        return cls([MathProblem(r.question, r.ground_truth, r.data_source) for r in records], **kw)
 
     def _reset(self, seed: int) -> dict[str, str]:
         self.problem = self.problems[seed % len(self.problems)]

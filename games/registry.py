@@ -53,10 +53,9 @@ def _blocksworld(mode: str) -> Callable[[str | Path | None], TextGame]:
 
 def _math(data: str | Path | None, split: str | None = None) -> TextGame:
     from games.data import load_split
-    from games.math_game import MathGame, MathProblem
+    from games.math_game import MathGame
 
-    recs = load_split(data, "math-hard", split)
-    return MathGame([MathProblem(r.question, r.ground_truth, r.data_source) for r in recs])
+    return MathGame.from_records(load_split(data, "math-hard", split))
 
 
 def _gtalign(data: str | Path | None, split: str | None = None) -> TextGame:
