@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-GTALIGN_SETS = ("math-hard", "ambig_qa", "wildguard", "advbench")
+GTALIGN_SETS = ("math-hard", "ambig_qa", "wildguard", "advbench", "medium", "abg-coqa", "minerva")
+# set name (= its data_source) -> file stem under <data>/gtalign/, where they differ
+GTALIGN_FILES = {"abg-coqa": "abg_coqa", "minerva": "minerva_math"}
 # sets that also have GTAlign's own train split (`<name>.train.parquet`)
 GTALIGN_TRAIN_SETS = ("math-hard", "ambig_qa", "wildguard")
 
@@ -60,7 +62,8 @@ def gtalign_path(name_or_path: str | Path, split: str = "test") -> Path:
             raise ValueError(
                 f"{name_or_path} has no train split (sets with one: {', '.join(GTALIGN_TRAIN_SETS)})"
             )
-        return shared_data_dir() / "gtalign" / f"{name_or_path}.{split}.parquet"
+        stem = GTALIGN_FILES.get(str(name_or_path), str(name_or_path))
+        return shared_data_dir() / "gtalign" / f"{stem}.{split}.parquet"
     return Path(name_or_path)
 
 

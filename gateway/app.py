@@ -184,6 +184,7 @@ def visible_job(gw: Gateway, who: ApiKey, job_id: str) -> JobRecord:
 # ---------------------------------------------------------------- application
 def create_app(settings: GatewaySettings | None = None, registry: ComponentRegistry = COMPONENTS) -> FastAPI:
     from gateway.routes_admin import router as admin_router
+    from gateway.routes_evals import router as evals_router
     from gateway.routes_inference import router as inference_router
     from gateway.routes_jobs import router as jobs_router
 
@@ -210,6 +211,7 @@ def create_app(settings: GatewaySettings | None = None, registry: ComponentRegis
     app.include_router(jobs_router)
     app.include_router(inference_router)
     app.include_router(admin_router)
+    app.include_router(evals_router)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

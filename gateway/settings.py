@@ -98,7 +98,13 @@ class GatewaySettings(BaseModel):
     check_capacity: bool = Field(True, description="Reject jobs larger than the cluster (off: autoscaling).")
     connect_ray: bool = Field(True, description="Join Ray at startup (RAY_ADDRESS or a local head).")
     component_modules: tuple[str, ...] = Field(
-        ("rollout.component", "judge.component", "orchestrator.component", "learner.component"),
+        (
+            "rollout.component",
+            "judge.component",
+            "orchestrator.component",
+            "learner.component",
+            "payoff.eval_actor",
+        ),
         description="Imported at startup; each registers its components (a missing module is skipped).",
     )
     quota: Quotas = Field(default_factory=Quotas)

@@ -203,41 +203,48 @@ def path_errors(spec: JobSpec, sandbox: Sandbox | None = None) -> Errors:
 
 
 # ---------------------------------------------------------------- judge, quotas, capacity
-def judge_errors(spec: JobSpec, sandbox: Sandbox) -> Errors:
+def url_problem(url: str, hosts, what: str, key_field: str) -> str | None:
+    """Why an endpoint URL may not be called from this cluster, or None (http(s), no credentials, an
+    allowed host: PAYOFF_JUDGE_HOSTS)."""
+    parts = urlsplit(url)
+    try:
+        host = (parts.hostname or "").lower()
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        host = ""
+    if parts.scheme not in ("http", "https"):
+        return f"the {what} URL must be http:// or https://, not {parts.scheme or 'no scheme'}"
+    if parts.username is not None or parts.password is not None:
+        return f"put no credentials in the {what} URL; name the env var holding the key in {key_field}"
+    if host not in hosts:
+        allowed = ", ".join(sorted(hosts))
+        return (
+            f"{what} host {host or '(none)'!r} is not allowed here (allowed: {allowed}; the operator "
+            f"adds hosts with PAYOFF_JUDGE_HOSTS)"
+        )
+    return None
+
+
+def key_env_problem(key_env: str | None, sandbox: Sandbox, what: str) -> str | None:
+    if key_env and key_env.upper().startswith(RESERVED_ENV_PREFIXES):
+        return f"{key_env} holds a platform secret; name the env var that holds the {what} endpoint's key"
+    if key_env and key_env not in sandbox.judge_key_envs:
+        listed = ", ".join(sorted(sandbox.judge_key_envs)) or "none"
+        return (
+            f"{key_env} is not one of the endpoint key variables this gateway allows ({listed}); the "
+            f"operator allows one by listing it in PAYOFF_JUDGE_KEY_ENVS and setting it on the workers"
+        )
+    return None
+
+
+def judge_errors(spec: JobSpec, sandbox: Sandbox, loc: str = "judge") -> Errors:
+    """`spec`: anything with a `judge` (a JobSpec or an EvalSpec)."""
     errors: Errors = []
     j = spec.judge
-    if j.url:
-        parts = urlsplit(j.url)
-        try:
-            host = (parts.hostname or "").lower()
-            parts.port  # noqa: B018 - raises on a malformed port
-        except ValueError:
-            host = ""
-        if parts.scheme not in ("http", "https"):
-            msg = f"the judge URL must be http:// or https://, not {parts.scheme or 'no scheme'}"
-        elif parts.username is not None or parts.password is not None:
-            msg = "put no credentials in the judge URL; name the env var holding the key in judge.api_key_env"
-        elif host not in sandbox.judge_hosts:
-            allowed = ", ".join(sorted(sandbox.judge_hosts))
-            msg = (
-                f"judge host {host or '(none)'!r} is not allowed here (allowed: {allowed}; the operator "
-                f"adds hosts with PAYOFF_JUDGE_HOSTS)"
-            )
-        else:
-            msg = ""
-        if msg:
-            errors.append({"loc": "judge.url", "msg": msg})
-    key_env = j.api_key_env
-    if key_env and key_env.upper().startswith(RESERVED_ENV_PREFIXES):
-        msg = f"{key_env} holds a platform secret; name the env var that holds the judge endpoint's key"
-        errors.append({"loc": "judge.api_key_env", "msg": msg})
-    elif key_env and key_env not in sandbox.judge_key_envs:
-        listed = ", ".join(sorted(sandbox.judge_key_envs)) or "none"
-        msg = (
-            f"{key_env} is not one of the judge key variables this gateway allows ({listed}); the operator "
-            f"allows one by listing it in PAYOFF_JUDGE_KEY_ENVS and setting it on the judge's workers"
-        )
-        errors.append({"loc": "judge.api_key_env", "msg": msg})
+    if j.url and (msg := url_problem(j.url, sandbox.judge_hosts, "judge", f"{loc}.api_key_env")):
+        errors.append({"loc": f"{loc}.url", "msg": msg})
+    if msg := key_env_problem(j.api_key_env, sandbox, "judge"):
+        errors.append({"loc": f"{loc}.api_key_env", "msg": msg})
     return errors
 
 

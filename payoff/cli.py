@@ -9,6 +9,7 @@ Commands:
   payoff judge ...     score model outputs with a judge
   payoff models ...    build / locate the built-in test models (tiny-qwen3, smollm2-135m)
   payoff redis ...     run the project's redis-server in the foreground
+  payoff eval MODEL    evaluate a model on GTAlign's test sets (--compare A B, --remote)
   payoff demo          train a real model end to end through the local stack (make demo)
 """
 
@@ -29,6 +30,7 @@ COMMANDS = {
     "judge": ("judge.cli", "main", "score model outputs with a judge (GTAlign, preference, safety)"),
     "models": ("services.models", "main", "build or locate the built-in test models"),
     "redis": ("services.redis_server", "main", "run the project's redis-server in the foreground"),
+    "eval": ("payoff.eval_cli", "main", "evaluate models on GTAlign's test sets (--compare A B)"),
     "demo": ("payoff.demo", "main", "train a model end to end through the local stack"),
 }
 

@@ -89,3 +89,24 @@ def jobs_in_state(state: str) -> str:
 
 def rate_limit(key_id: str) -> str:
     return f"{PREFIX}:ratelimit:{key_id}"
+
+
+# ---------------------------------------------------------------- per evaluation (services/eval_store.py)
+EVALS_ALL = f"{PREFIX}:evals"  # zset of every evaluation id by creation time
+
+
+def evals_of_tenant(tenant: str) -> str:
+    return f"{PREFIX}:evals:tenant:{tenant}"
+
+
+def eval_record(eval_id: str) -> str:
+    return f"{PREFIX}:{{eval-{eval_id}}}:eval"
+
+
+def eval_events(eval_id: str) -> str:
+    return f"{PREFIX}:{{eval-{eval_id}}}:events"
+
+
+def eval_report(eval_id: str) -> str:
+    """The full report (EvalReport JSON, with per-sample welfare)."""
+    return f"{PREFIX}:{{eval-{eval_id}}}:report"

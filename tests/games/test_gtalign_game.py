@@ -21,7 +21,16 @@ GOOD = (
 
 def test_row_counts_and_labels(data_dir: Path) -> None:
     sizes = {name: len(load_gtalign(name)) for name in GTALIGN_SETS}
-    assert sizes == {"math-hard": 353, "ambig_qa": 300, "wildguard": 300, "advbench": 520}
+    assert sizes == {
+        "math-hard": 353,
+        "ambig_qa": 300,
+        "wildguard": 300,
+        "advbench": 520,
+        "medium": 248,
+        "abg-coqa": 1055,
+        "minerva": 272,
+    }
+    assert all({r.data_source for r in load_gtalign(name)} == {name} for name in GTALIGN_SETS)
     wild = Counter(r.ground_truth for r in load_gtalign("wildguard"))
     assert wild == {"harmful": 152, "unharmful": 148}
     ambig = Counter(r.ground_truth.split("###")[0] for r in load_gtalign("ambig_qa"))
