@@ -68,7 +68,16 @@ def spec_from_args(args: argparse.Namespace) -> EvalSpec:
         ]
     if not data.get("models"):
         raise SystemExit("payoff eval: name a MODEL, --compare A B, or --spec FILE with models")
-    for key in ("limit", "samples", "max_tokens", "max_prompt_tokens", "temperature", "seed", "variant", "threads"):
+    for key in (
+        "limit",
+        "samples",
+        "max_tokens",
+        "max_prompt_tokens",
+        "temperature",
+        "seed",
+        "variant",
+        "threads",
+    ):
         if getattr(args, key) is not None:
             data[key] = getattr(args, key)
     if args.sets:

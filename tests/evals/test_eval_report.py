@@ -29,7 +29,9 @@ def test_a_model_needs_exactly_one_source_and_sizes_are_bounded():
     with pytest.raises(ValidationError, match="needs `url`"):
         EvalModel(path="tiny-qwen3", model="x")
     with pytest.raises(ValidationError, match="over the limit"):
-        EvalSpec(models=[{"path": "a"}, {"path": "b"}], sets=["math-hard", "ambig_qa"], limit=2000, samples=16)
+        EvalSpec(
+            models=[{"path": "a"}, {"path": "b"}], sets=["math-hard", "ambig_qa"], limit=2000, samples=16
+        )
     with pytest.raises(ValidationError, match="different labels"):
         EvalSpec(models=[{"path": "a"}, {"path": "a"}])
     with pytest.raises(JobSpecError) as e:
