@@ -30,7 +30,7 @@ from gateway.settings import Quotas, Sandbox, default_sandbox
 from services.jobs import job_demand
 from services.jobspec import JobSpec, JobSpecError, TaskSpec
 from services.limits import DocLimits
-from services.models import ALIASES, ModelNotFound, resolve_model
+from services.models import ALIASES, WARM_STARTS, ModelNotFound, resolve_model
 
 # env vars a job's judge must never read (and send to the judge endpoint): the platform's own secrets
 RESERVED_ENV_PREFIXES = ("PAYOFF_", "RAY_", "REDIS")
@@ -114,6 +114,15 @@ def model_problem(path: str, sandbox: Sandbox | None = None) -> str | None:
         except ModelNotFound as e:
             return str(e)
         return None
+    if alias in WARM_STARTS:
+        from services.warmstart import BUILD_MINUTES, warmstart_dir
+
+        if (warmstart_dir(alias) / "config.json").exists():
+            return None
+        return (
+            f"model {alias!r} is a GTAlign warm start that is not built on this cluster yet: run "
+            f"`payoff models build {alias}` first (~{BUILD_MINUTES[alias]} min on 2 CPU cores), then submit"
+        )
     if alias is None and is_local_model(path):
         sandbox = sandbox or default_sandbox()
         if not sandbox.allows(path):

@@ -124,6 +124,10 @@ _NOT_LOSS = {
     "version",
     "samples",
     "reward_mean",
+    "reward_norm_mean",  # learner/reward_norm.py: the normalised reward, not a loss term
+    "reward_norm_std",
+    "reward_norm_groups",
+    "reward_norm_lone",
     "staleness",
     "step_s",
     "push_s",

@@ -22,14 +22,14 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from learner import algorithms, checkpoint
+from learner import algorithms, checkpoint, reward_norm
 from learner import metrics as learner_metrics
 from learner.batch import collate, complete_groups, merge_segments, top_up
 from learner.critic import freeze_below
 from learner.metrics import PhaseClock
 from learner.stall import LearnerError, StallWatch, keep_alive
 from services.config import data_plane_client
-from services.jobspec import Algorithm, Hyper, JobSpec
+from services.jobspec import Algorithm, Hyper, JobSpec, RewardNormalization
 from services.queue import Batch, Item, QueueConfig, TrajectoryQueue
 from services.schemas import Trajectory
 from services.weights import CatchUp, WeightSender, WeightSyncConfig
@@ -72,6 +72,7 @@ class LearnerConfig(BaseModel):
     push_weights: bool = True
     train_layers: int | None = Field(None, ge=1, description="Train only the top N blocks (see JobSpec).")
     critic_layers: int | None = Field(None, ge=1, description="Value model from the first N blocks.")
+    reward_normalization: RewardNormalization = "none"  # per data_source, see learner/reward_norm.py
     seed: int = 0
 
     @classmethod
@@ -100,6 +101,7 @@ class LearnerConfig(BaseModel):
             train_layers=ln.train_layers,
             critic_layers=ln.critic_layers,
             stall_timeout_s=ln.stall_timeout_s,
+            reward_normalization=ln.reward_normalization,
             **kw,
         )
 
@@ -249,6 +251,7 @@ class Learner:
         clock = PhaseClock()  # the step's time account: time_<phase>_s in its stats
         trajs = merge_segments([i.trajectory for i in items])  # a sequence's T-PPO windows → one row
         batch = collate(trajs, self.tokenizer.pad_token_id or 0).to(self.device)
+        reward_stats = reward_norm.apply(batch, trajs, self.cfg.reward_normalization)  # before advantages
         clock.lap("collate")
         self.opt.zero_grad(set_to_none=True)
         if self.critic_opt:
@@ -277,8 +280,7 @@ class Learner:
         gen_versions = batch.versions[batch.versions >= 0]
         trained_versions = batch.versions[stale]
         fin = batch.finished
-        if fin.any():  # T-PPO: unfinished segments carry no reward yet; the curve is over finished ones
-            stats["reward_mean"] = float(batch.seq_reward[fin].mean())
+        stats.update(reward_stats)  # the curve is over finished rows' raw rewards
         stats.update(
             step=self.step_no,
             version=self.version,

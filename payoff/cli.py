@@ -7,7 +7,7 @@ Commands:
   payoff keys ...      create / list / revoke API keys (admin key)
   payoff games ...     equilibrium solvers, preference-game dynamics, play a game in the terminal
   payoff judge ...     score model outputs with a judge
-  payoff models ...    build / locate the built-in test models (tiny-qwen3, smollm2-135m)
+  payoff models ...    build / locate the built-in models (tiny-qwen3, smollm2-135m, *-gtalign warm starts)
   payoff redis ...     run the project's redis-server in the foreground
   payoff eval MODEL    evaluate a model on GTAlign's test sets (--compare A B, --remote)
   payoff demo          train a real model end to end through the local stack (make demo)

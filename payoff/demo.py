@@ -131,6 +131,40 @@ def plot(curve: dict, before: float, after: float, path: Path, title: str) -> No
     plt.close(fig)
 
 
+def train(
+    spec: dict, data_dir: Path, threads: int, timeout_min: float
+) -> tuple[str, dict, dict, float] | None:
+    """Submit `spec` over REST to a local stack and follow it to the end: (job id, record, metrics curve,
+    seconds), or None after printing why it did not succeed (rejected, failed, cancelled, timed out)."""
+    from payoff.stack import LocalStack, wait_job
+
+    print("==> starting Redis, Ray, Ray Serve and the gateway")
+    with LocalStack(data_dir, num_cpus=threads) as stack, stack.client() as c:
+        print(f"    gateway {stack.url}  redis {stack.redis.url}")
+        resp = c.post("/v1/jobs", json=spec)
+        if resp.status_code >= 300:
+            print(f"job rejected ({resp.status_code}): {resp.text}", file=sys.stderr)
+            return None
+        jid = resp.json()["id"]
+        print(f"==> submitted job {jid} (POST {stack.url}/v1/jobs); following it")
+        started, last = time.monotonic(), {}
+
+        def show(job: dict) -> None:
+            line = _progress(job, spec["learner"]["steps"], started, last)
+            if line:
+                print(line, flush=True)
+
+        try:
+            job = wait_job(c, jid, timeout_min * 60, on_poll=show)
+        except TimeoutError as e:
+            print(e, file=sys.stderr)
+            return None
+        if job["state"] != "succeeded":
+            print(f"job {jid} {job['state']}: {job.get('error')}", file=sys.stderr)
+            return None
+        return jid, job, c.get(f"/v1/jobs/{jid}/metrics").json(), time.monotonic() - started
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="payoff demo", description=__doc__.splitlines()[0])
     p.add_argument("--spec", help="job spec to submit (default examples/demo.yaml, or demo-tiny.yaml)")
@@ -139,12 +173,26 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="examples/demo-tiny.yaml: the tiny model warm-started on the task (~2 min)",
     )
+    p.add_argument(
+        "--gtalign",
+        action="store_true",
+        help="examples/gtalign-laptop.yaml: the four-block GTAlign recipe on the mix, held-out report per "
+        "source (payoff/gtalign_demo.py; on 2 cores the spec's 24 steps take over an hour, --steps 6 "
+        "with batch_size 4 ~35 min; builds smollm2-gtalign first, ~30 min, once)",
+    )
     p.add_argument("--steps", type=int, help="learner steps (default: the spec's)")
+    p.add_argument("--seed", type=int, help="the job's seed (--gtalign; default: the spec's)")
+    p.add_argument("--eval-limit", type=int, default=20, help="held-out prompts per set (--gtalign)")
     p.add_argument("--engine", choices=["transformers", "vllm"], help="rollout engine (default: the spec's)")
-    p.add_argument("--eval-samples", type=int, default=2, help="samples per held-out question")
+    p.add_argument("--eval-samples", type=int, help="samples per held-out question (default 2; --gtalign 1)")
     p.add_argument("--out", help="where the PNG and JSON go (default <data dir>/demo)")
     p.add_argument("--timeout-min", type=float, default=30.0, help="give up on the job after this long")
     args = p.parse_args(argv)
+    if args.gtalign:
+        from payoff.gtalign_demo import run
+
+        return run(args)
+    args.eval_samples = args.eval_samples or 2
 
     from services.config import Settings
 
@@ -182,35 +230,11 @@ def main(argv: list[str] | None = None) -> int:
         "before",
     )
 
-    print("==> starting Redis, Ray, Ray Serve and the gateway")
-    from payoff.stack import LocalStack, wait_job
-
-    with LocalStack(base.data_dir, num_cpus=threads) as stack, stack.client() as c:
-        print(f"    gateway {stack.url}  redis {stack.redis.url}")
-        resp = c.post("/v1/jobs", json=spec)
-        if resp.status_code >= 300:
-            print(f"job rejected ({resp.status_code}): {resp.text}", file=sys.stderr)
-            return 1
-        jid = resp.json()["id"]
-        print(f"==> submitted job {jid} (POST {stack.url}/v1/jobs); following it")
-        started, last = time.monotonic(), {}
-
-        def show(job: dict) -> None:
-            line = _progress(job, spec["learner"]["steps"], started, last)
-            if line:
-                print(line, flush=True)
-
-        try:
-            job = wait_job(c, jid, args.timeout_min * 60, on_poll=show)
-        except TimeoutError as e:
-            print(e, file=sys.stderr)
-            return 1
-        if job["state"] != "succeeded":
-            print(f"job {jid} {job['state']}: {job.get('error')}", file=sys.stderr)
-            return 1
-        curve = c.get(f"/v1/jobs/{jid}/metrics").json()
-        train_s = time.monotonic() - started
-        summary = job.get("summary") or {}
+    ran = train(spec, base.data_dir, threads, args.timeout_min)
+    if ran is None:
+        return 1
+    jid, job, curve, train_s = ran
+    summary = job.get("summary") or {}
 
     final = base.data_dir / "jobs" / jid / "final"
     print(f"==> held-out evaluation of the trained policy ({final})")

@@ -63,6 +63,11 @@ Environment = Literal[
     "preference",
 ]
 
+# "none" plus the modes of games/normalize.py (a test keeps the lists equal, and equal to judge_api's)
+RewardNormalization = Literal[
+    "none", "zscore", "minmax", "robustz", "cdf", "quantile", "james", "decentralize", "selfadapt"
+]
+
 
 MAX_SEED = 2**31 - 1  # seeds are mixed with episode counters (seed * 1_000_003 + n) and must stay in int64
 MAX_TOKENS = 1 << 20  # any one token length (context, prompt, response, window)
@@ -215,6 +220,13 @@ class LearnerSpec(_Strict):
         "policy's first N blocks (a smaller critic). None: the whole model.",
     )
     checkpoint_every: int = Field(50, ge=1, le=MAX_COUNT)
+    reward_normalization: RewardNormalization = Field(
+        "none",
+        description="Normalise the sequence rewards of each optimizer step's batch per data_source (else "
+        "env), before advantages (GTAlign's full_zscore recipe: 'zscore'; formulas in games/normalize.py). "
+        "Only finished sequences, each once; unfinished T-PPO windows carry no reward and stay as they "
+        "are. The raw reward stays reward_mean; the normalised one is reward_norm_mean / reward_norm_std.",
+    )
     stall_timeout_s: float = Field(
         300.0,
         ge=5,

@@ -50,7 +50,10 @@ ALIASES = {
     "smollm2-135m": "smollm2-135m",
     "smollm2-135m-instruct": "smollm2-135m",
     "tiny-qwen3-strategy": "tiny-qwen3-strategy",
+    "tiny-qwen3-gtalign": "tiny-qwen3-gtalign",  # services/warmstart.py: GTAlign four-block SFT
+    "smollm2-gtalign": "smollm2-gtalign",
 }
+WARM_STARTS = ("tiny-qwen3-gtalign", "smollm2-gtalign")
 
 
 class ModelNotFound(FileNotFoundError):
@@ -168,13 +171,15 @@ def _build_tiny_qwen3(out: Path, seed: int) -> None:
     tok.save_pretrained(out)
 
 
-def build_tiny_qwen3(settings: Settings | None = None, seed: int = 0, force: bool = False) -> Path:
+def tiny_qwen3_dir(settings: Settings | None = None, seed: int = 0) -> Path:
+    """Where the tiny Qwen3 of `seed` is cached (built or not): the name hashes its recipe."""
     key = hashlib.sha256(json.dumps([TINY_QWEN3, TINY_VOCAB, CHATML, seed], sort_keys=True).encode())
+    return models_dir(settings) / f"tiny-qwen3-s{seed}-{key.hexdigest()[:10]}"
+
+
+def build_tiny_qwen3(settings: Settings | None = None, seed: int = 0, force: bool = False) -> Path:
     return _cached(
-        models_dir(settings) / f"tiny-qwen3-s{seed}-{key.hexdigest()[:10]}",
-        lambda out: _build_tiny_qwen3(out, seed),
-        "tiny Qwen3",
-        force,
+        tiny_qwen3_dir(settings, seed), lambda out: _build_tiny_qwen3(out, seed), "tiny Qwen3", force
     )
 
 
@@ -187,13 +192,13 @@ def _build_tiny_strategy(out: Path, seed: int) -> None:
 
     from games.payoff import ACTIONS
     from games.registry import make_env
+    from services import sft
 
     base = build_tiny_qwen3(seed=seed)
     tok = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).train()
     env = make_env("gtalign-strategy", options={"split": "train"})
     rng, words = random.Random(seed), _corpus(seed, 50)[0].split()
-    torch.manual_seed(seed)
     rows = []
     for i in range(len(env.records)):
         prompt = tok.apply_chat_template(
@@ -204,22 +209,8 @@ def _build_tiny_strategy(out: Path, seed: int) -> None:
         prompt = list(prompt["input_ids"] if hasattr(prompt, "keys") else prompt)
         reply = f"{rng.choice(ACTIONS)}: {' '.join(rng.choices(words, k=rng.randint(2, 10)))}<|im_end|>"
         rows.append((prompt, tok(reply, add_special_tokens=False)["input_ids"]))
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(100):
-        batch = rng.sample(rows, 16)
-        width = max(len(p) + len(r) for p, r in batch)
-        ids = torch.full((16, width), tok.pad_token_id, dtype=torch.long)
-        labels = torch.full((16, width), -100, dtype=torch.long)
-        for k, (p, r) in enumerate(batch):
-            ids[k, : len(p) + len(r)] = torch.tensor(p + r)
-            labels[k, len(p) : len(p) + len(r)] = torch.tensor(r)
-        loss = model(
-            input_ids=ids, attention_mask=(labels != -100) | (ids != tok.pad_token_id), labels=labels
-        ).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval().save_pretrained(out, safe_serialization=True)
+    sft.train(model, rows, tok.pad_token_id, sft.SFTConfig(steps=100, batch_size=16, lr=3e-3, seed=seed), rng)
+    model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
 
 
@@ -271,8 +262,12 @@ def _convert_smollm2(out: Path) -> None:
     _say(f"converted in {time.time() - t0:.0f}s")
 
 
+def smollm2_dir(settings: Settings | None = None) -> Path:
+    return models_dir(settings) / "smollm2-135m-instruct"
+
+
 def build_smollm2(settings: Settings | None = None, force: bool = False) -> Path:
-    return _cached(models_dir(settings) / "smollm2-135m-instruct", _convert_smollm2, "SmolLM2-135M", force)
+    return _cached(smollm2_dir(settings), _convert_smollm2, "SmolLM2-135M", force)
 
 
 # ---------------------------------------------------------------- cache + resolver
@@ -307,6 +302,10 @@ def resolve_model(name_or_path: str, settings: Settings | None = None) -> str:
         return str(build_smollm2(settings))
     if alias == "tiny-qwen3-strategy":
         return str(build_tiny_strategy(settings))
+    if alias in WARM_STARTS:
+        from services.warmstart import build_gtalign_warmstart
+
+        return str(build_gtalign_warmstart(alias, settings))
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not (path / "config.json").exists():
@@ -340,24 +339,32 @@ def load_model(name_or_path: str, settings: Settings | None = None, dtype: str =
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`payoff-models build [tiny-qwen3|smollm2-135m|all]` — prepare the test models in the cache."""
+    """`payoff models build|path [MODEL|all]`: build (once, cached) or locate a built-in model. `all` is
+    the test models; the GTAlign warm starts (tiny-qwen3-gtalign, smollm2-gtalign: services/warmstart.py,
+    smollm2-gtalign ~8 min on 2 cores) are built when named."""
     p = argparse.ArgumentParser(prog="payoff-models", description=main.__doc__)
     p.add_argument("action", choices=["build", "path"])
     p.add_argument(
         "model",
         nargs="?",
         default="tiny-qwen3",
-        choices=["tiny-qwen3", "smollm2-135m", "tiny-qwen3-strategy", "all"],
+        choices=["tiny-qwen3", "smollm2-135m", "tiny-qwen3-strategy", *WARM_STARTS, "all"],
     )
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
     args = p.parse_args(argv)
-    names = ["tiny-qwen3", "smollm2-135m", "tiny-qwen3-strategy"] if args.model == "all" else [args.model]
+    every = ["tiny-qwen3", "smollm2-135m", "tiny-qwen3-strategy", "tiny-qwen3-gtalign"]
+    names = every if args.model == "all" else [args.model]
     builders = {
         "tiny-qwen3": build_tiny_qwen3,
         "smollm2-135m": build_smollm2,
         "tiny-qwen3-strategy": build_tiny_strategy,
     }
     for name in names:
+        if name in WARM_STARTS:
+            from services.warmstart import build_gtalign_warmstart
+
+            print(build_gtalign_warmstart(name, force=args.action == "build" and args.force))
+            continue
         if args.action == "build" and args.force:
             builders[name](force=True)
         print(resolve_model(name))

@@ -45,7 +45,8 @@ def init_ray(
 
     Locally the dashboard is off unless PAYOFF_RAY_DASHBOARD=1 (it costs ~10 s and ~300 MB on a 2-core
     box; nothing in payoff needs it) and the object store is capped, since trajectories travel through
-    Redis, not the object store.
+    Redis, not the object store. Its workers get this process's PAYOFF_DATA_DIR (resolved), so every
+    component finds the same model cache, checkpoints and secrets.
     """
     import ray
 
@@ -56,6 +57,11 @@ def init_ray(
         ray.init(address=address, namespace=namespace, log_to_driver=log_to_driver)
         return
     dashboard = dashboard_enabled()
+    # the workers' data dir is the driver's: Ray Train runs a worker in its artifacts directory, where a
+    # cwd-relative default would cache (and build) built-in models and warm starts a second time
+    from services.config import Settings
+
+    data_dir = Settings.from_env().data_dir
     ray.init(
         num_cpus=num_cpus or os.cpu_count(),
         include_dashboard=dashboard,
@@ -63,7 +69,7 @@ def init_ray(
         namespace=namespace,
         object_store_memory=object_store_mb * 1024 * 1024,
         log_to_driver=log_to_driver,
-        runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}},
+        runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "PAYOFF_DATA_DIR": str(data_dir)}},
     )
 
 

@@ -9,12 +9,15 @@ import pytest
 from gateway.validation import semantic_errors
 from services.jobs import job_demand
 from services.jobspec import JobSpec
+from services.models import WARM_STARTS
+from services.warmstart import warmstart_dir
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
 SEED_SYSTEMS = {  # file → (algorithm, env, data) it must show
     "gtalign-math": ("ppo", "gtalign", "math-hard"),
     "gtalign-ambig": ("ppo", "gtalign", "ambig_qa"),
     "gtalign-wildguard": ("ppo", "gtalign", "wildguard"),
+    "gtalign-laptop": ("tppo", "gtalign", "math-hard"),  # + ambig_qa, wildguard; per-source zscore
     "grl-sokoban": ("ppo", "sokoban", None),
     "grl-tetris": ("ppo", "tetris", None),
     "comal": ("comal", "math", "math-hard"),
@@ -36,7 +39,13 @@ def test_example_validates(path):
     algorithm, env, data = SEED_SYSTEMS[path.stem]
     assert (spec.algorithm, spec.tasks[0].env, spec.tasks[0].data_path) == (algorithm, env, data)
     assert spec.name == path.stem
-    assert semantic_errors(spec, cluster=None) == []  # model and data exist here
+    errors = semantic_errors(spec, cluster=None)
+    if spec.model.path in WARM_STARTS and not (warmstart_dir(spec.model.path) / "config.json").exists():
+        # a warm start that is not built here (make models builds the tiny one only): a clear error
+        assert [e["loc"] for e in errors] == ["model.path"], errors
+        assert f"payoff models build {spec.model.path}" in errors[0]["msg"]
+    else:
+        assert errors == []  # model and data exist here
     assert job_demand(spec).cpus <= 2.0 and job_demand(spec).gpus == 0
 
 
