@@ -115,13 +115,13 @@ def model_problem(path: str, sandbox: Sandbox | None = None) -> str | None:
             return str(e)
         return None
     if alias in WARM_STARTS:
-        from services.warmstart import BUILD_MINUTES, warmstart_dir
+        from services.warmstart import RECIPES, is_built
 
-        if (warmstart_dir(alias) / "config.json").exists():
+        if is_built(alias):
             return None
         return (
             f"model {alias!r} is a GTAlign warm start that is not built on this cluster yet: run "
-            f"`payoff models build {alias}` first (~{BUILD_MINUTES[alias]} min on 2 CPU cores), then submit"
+            f"`payoff models build {alias}` first (~{RECIPES[alias].build_minutes} min on 2 CPU cores), then submit"
         )
     if alias is None and is_local_model(path):
         sandbox = sandbox or default_sandbox()

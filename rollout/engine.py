@@ -23,6 +23,7 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.models import chat_prompt_ids
 from services.rollout_api import SamplingParams  # the contract's type; re-exported for engine users
 
 UpdateMode = Literal["wait", "keep"]
@@ -100,10 +101,7 @@ class Engine(abc.ABC):
 
     def chat_prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
         """Token ids of a chat conversation with the generation prompt appended."""
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        if isinstance(ids, dict) or hasattr(ids, "keys"):  # some tokenizers return a BatchEncoding
-            ids = ids["input_ids"]
-        return list(ids)
+        return chat_prompt_ids(self.tokenizer, messages)
 
     def close(self) -> None:
         """Release the engine's resources (processes, shared memory)."""

@@ -13,6 +13,7 @@ leaves a half-written model behind.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import importlib.util
 import json
@@ -62,6 +63,15 @@ class ModelNotFound(FileNotFoundError):
 
 def _say(msg: str) -> None:
     print(f"[payoff models] {msg}", file=sys.stderr, flush=True)
+
+
+def chat_prompt_ids(tokenizer, messages: list[dict[str, str]]) -> list[int]:
+    """Token ids of a chat conversation with the generation prompt appended (some tokenizers return a
+    BatchEncoding from apply_chat_template, others a list)."""
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    if isinstance(ids, dict) or hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    return list(ids)
 
 
 def models_dir(settings: Settings | None = None) -> Path:
@@ -201,12 +211,7 @@ def _build_tiny_strategy(out: Path, seed: int) -> None:
     rng, words = random.Random(seed), _corpus(seed, 50)[0].split()
     rows = []
     for i in range(len(env.records)):
-        prompt = tok.apply_chat_template(
-            [{"role": "user", "content": env.reset(i)["assistant"]}],
-            add_generation_prompt=True,
-            tokenize=True,
-        )
-        prompt = list(prompt["input_ids"] if hasattr(prompt, "keys") else prompt)
+        prompt = chat_prompt_ids(tok, [{"role": "user", "content": env.reset(i)["assistant"]}])
         reply = f"{rng.choice(ACTIONS)}: {' '.join(rng.choices(words, k=rng.randint(2, 10)))}<|im_end|>"
         rows.append((prompt, tok(reply, add_special_tokens=False)["input_ids"]))
     sft.train(model, rows, tok.pad_token_id, sft.SFTConfig(steps=100, batch_size=16, lr=3e-3, seed=seed), rng)
@@ -341,7 +346,7 @@ def load_model(name_or_path: str, settings: Settings | None = None, dtype: str =
 def main(argv: list[str] | None = None) -> int:
     """`payoff models build|path [MODEL|all]`: build (once, cached) or locate a built-in model. `all` is
     the test models; the GTAlign warm starts (tiny-qwen3-gtalign, smollm2-gtalign: services/warmstart.py,
-    smollm2-gtalign ~8 min on 2 cores) are built when named."""
+    smollm2-gtalign ~30 min on 2 cores) are built when named."""
     p = argparse.ArgumentParser(prog="payoff-models", description=main.__doc__)
     p.add_argument("action", choices=["build", "path"])
     p.add_argument(
@@ -354,17 +359,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     every = ["tiny-qwen3", "smollm2-135m", "tiny-qwen3-strategy", "tiny-qwen3-gtalign"]
     names = every if args.model == "all" else [args.model]
+    from services.warmstart import build_gtalign_warmstart
+
     builders = {
         "tiny-qwen3": build_tiny_qwen3,
         "smollm2-135m": build_smollm2,
         "tiny-qwen3-strategy": build_tiny_strategy,
+        **{name: functools.partial(build_gtalign_warmstart, name) for name in WARM_STARTS},
     }
     for name in names:
-        if name in WARM_STARTS:
-            from services.warmstart import build_gtalign_warmstart
-
-            print(build_gtalign_warmstart(name, force=args.action == "build" and args.force))
-            continue
         if args.action == "build" and args.force:
             builders[name](force=True)
         print(resolve_model(name))

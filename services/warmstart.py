@@ -67,8 +67,6 @@ RECIPES: dict[str, WarmStart] = {
     ),
 }
 
-BUILD_MINUTES = {name: recipe.build_minutes for name, recipe in RECIPES.items()}
-
 
 def _base_path(recipe: WarmStart, settings: Settings | None, build: bool = True) -> Path:
     """The base model's directory; built first unless `build` is False."""
@@ -87,6 +85,10 @@ def warmstart_dir(name: str, settings: Settings | None = None) -> Path:
 
     recipe = _recipe(name)
     return models_dir(settings) / f"{name}-{recipe_key(recipe, _base_path(recipe, settings, build=False))}"
+
+
+def is_built(name: str, settings: Settings | None = None) -> bool:
+    return (warmstart_dir(name, settings) / "config.json").exists()  # what services.models._cached checks
 
 
 def _recipe(name: str) -> WarmStart:
@@ -108,14 +110,14 @@ def demo_rows(tok, recipe: WarmStart) -> tuple[list[tuple[list[int], list[int]]]
     with the recipe's seed, each target ending with the tokenizer's end-of-turn token."""
     from games.data import load_gtalign_train
     from games.gtalign_demos import demonstrations, usable
+    from services.models import chat_prompt_ids
 
     rows, groups = [], []
     for name in recipe.sets:
         pool = [r for r in load_gtalign_train(name) if usable(r)]
         records = random.Random(f"{recipe.seed}:{name}").sample(pool, min(recipe.per_set, len(pool)))
         for messages, target in demonstrations(records, recipe.seed):
-            prompt = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-            prompt = list(prompt["input_ids"] if hasattr(prompt, "keys") else prompt)
+            prompt = chat_prompt_ids(tok, messages)
             rows.append((prompt, tok(target + tok.eos_token, add_special_tokens=False)["input_ids"]))
             groups.append(name)
     return rows, groups

@@ -10,7 +10,7 @@ from gateway.validation import semantic_errors
 from services.jobs import job_demand
 from services.jobspec import JobSpec
 from services.models import WARM_STARTS
-from services.warmstart import warmstart_dir
+from services.warmstart import is_built
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
 SEED_SYSTEMS = {  # file → (algorithm, env, data) it must show
@@ -40,7 +40,7 @@ def test_example_validates(path):
     assert (spec.algorithm, spec.tasks[0].env, spec.tasks[0].data_path) == (algorithm, env, data)
     assert spec.name == path.stem
     errors = semantic_errors(spec, cluster=None)
-    if spec.model.path in WARM_STARTS and not (warmstart_dir(spec.model.path) / "config.json").exists():
+    if spec.model.path in WARM_STARTS and not is_built(spec.model.path):
         # a warm start that is not built here (make models builds the tiny one only): a clear error
         assert [e["loc"] for e in errors] == ["model.path"], errors
         assert f"payoff models build {spec.model.path}" in errors[0]["msg"]

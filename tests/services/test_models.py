@@ -77,3 +77,10 @@ def test_smollm2_converts_once_then_loads_fast_and_answers():
     out = model.generate(**enc, max_new_tokens=16, do_sample=False)
     answer = tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer, answer
+
+
+def test_every_warm_start_recipe_is_a_model_alias():
+    from services.models import ALIASES, WARM_STARTS
+    from services.warmstart import RECIPES
+
+    assert WARM_STARTS == tuple(RECIPES) and all(ALIASES[name] == name for name in WARM_STARTS)
