@@ -10,7 +10,9 @@ import torch
 
 from learner import losses
 from learner.advantages import egae, filter_groups_by_std, group_advantages, role_conditioned
-from learner.batch import TrainBatch, token_logprobs
+from learner.batch import TrainBatch
+from learner.forward import token_logprobs
+from learner.forward import values as critic_values
 from services.jobspec import PREFERENCE_ALGORITHMS, TWO_ROLE_ALGORITHMS, Hyper
 
 CRITIC_ALGORITHMS = frozenset({"ppo", "tppo"})
@@ -63,7 +65,7 @@ def policy_gradient_loss(
     )
     stats.update(pstats)
     if hyper.entropy_coef:
-        ent = losses.entropy(logits, mask[:, kept])
+        ent = losses.entropy(logits, mask[kept])
         loss = loss - hyper.entropy_coef * ent
         stats["entropy"] = float(ent)
     if hyper.kl_coef and ref is not None:
@@ -81,7 +83,7 @@ def policy_gradient_loss(
 
 def _critic_advantages(critic, batch: TrainBatch, hyper: Hyper, stats: dict):
     """EGAE per trajectory on the generated tokens; critic trained on finished trajectories only (T-PPO)."""
-    values = critic(batch.input_ids, batch.attention)[:, :-1]  # V(prefix ≤ t) for predicting token t+1
+    values = critic_values(critic, batch)  # V(prefix ≤ t) for predicting token t+1, at trained t
     adv = torch.zeros_like(batch.mask)
     returns = torch.zeros_like(batch.mask)
     for i in range(len(batch)):

@@ -1,4 +1,4 @@
-"""Trajectories → padded tensors, and token log-probs of a batch under a model.
+"""Trajectories → padded tensors, and T-PPO segments of one sequence merged into one row (the forwards: learner/forward.py).
 
 Position t of every per-token tensor here describes token t+1 of the sequence (the token predicted from
 the prefix up to t), so loss masks, behaviour logprobs and rewards line up with `logits[:, :-1]`.
@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from services.schemas import Trajectory
 
@@ -75,28 +74,6 @@ def collate(trajs: list[Trajectory], pad_id: int) -> TrainBatch:
         roles=[t.role for t in trajs],
         ids=[t.id for t in trajs],
     )
-
-
-def token_logprobs(model: torch.nn.Module, batch: TrainBatch, with_logits: bool = False):
-    """log π(token_{t+1} | prefix_{≤t}), fp32 log-softmax, at every position some row trains on (0 elsewhere).
-
-    The LM head and the vocabulary-wide log-softmax run only at those positions (`logits_to_keep`): prompts
-    and earlier T-PPO windows are context, and with a 49k vocabulary the head dominates a small model's
-    step. With `with_logits`, also returns the kept logits [B, K, V] and their positions [K].
-    """
-    width = batch.input_ids.shape[1] - 1
-    keep = batch.mask.any(0).nonzero().squeeze(-1)
-    if keep.numel() == 0:
-        keep = torch.arange(width, device=batch.input_ids.device)
-    try:
-        out = model(input_ids=batch.input_ids, attention_mask=batch.attention, logits_to_keep=keep)
-        logits = out.logits.float()
-    except TypeError:  # a model without logits_to_keep: full logits, then select
-        out = model(input_ids=batch.input_ids, attention_mask=batch.attention)
-        logits = out.logits[:, keep].float()
-    lp = torch.gather(F.log_softmax(logits, -1), 2, batch.input_ids[:, keep + 1, None]).squeeze(-1)
-    logp = torch.zeros(len(batch), width, dtype=lp.dtype, device=lp.device).index_copy(1, keep, lp)
-    return (logp, logits, keep) if with_logits else logp
 
 
 def merge_segments(trajs: list[Trajectory]) -> list[Trajectory]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from learner.batch import collate, merge_segments, row_tokens, token_logprobs
+from learner.batch import collate, merge_segments, row_tokens
+from learner.forward import token_logprobs
 from services.schemas import NOT_GENERATED, Trajectory
 
 

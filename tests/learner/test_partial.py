@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from learner.batch import collate, token_logprobs
+from learner.batch import collate
 from learner.critic import Critic, freeze_below
+from learner.forward import token_logprobs
 from services.models import load_model
 from services.schemas import Trajectory
 
@@ -46,8 +47,10 @@ def test_logprobs_at_trained_positions_equal_the_full_computation(tiny_model_pat
         want = torch.gather(torch.log_softmax(full, -1), 2, batch.input_ids[:, 1:, None]).squeeze(-1)
     trained = batch.mask > 0
     assert torch.allclose(logp[trained], want[trained], atol=1e-5)
-    assert logits.shape[1] == len(kept) < batch.input_ids.shape[1] - 1  # the head ran on fewer positions
-    assert set(kept.tolist()) == set(trained.any(0).nonzero().squeeze(-1).tolist())
+    assert logits.shape[0] == int(trained.sum())  # the head ran on the trained (row, position) pairs only
+    assert set(zip(*(k.tolist() for k in kept))) == set(
+        zip(*(k.tolist() for k in trained.nonzero(as_tuple=True)))
+    )
 
 
 def test_train_layers_freezes_all_but_the_top_blocks_and_the_final_norm(tiny_model_path):
