@@ -3,7 +3,7 @@
     connect → [ wait_turn → issue up to capacity (async: while the staleness gate is open) → collect the
     oldest result → count it → publish statistics ] until stopped
 
-Invariants: at most one request per replica is in flight; every wait is bounded (a result by
+Invariants: at most one request per replica is in flight (T-PPO windows: two, orchestrator/tppo.py); every wait is bounded (a result by
 `REQUEST_TIMEOUT_S`, the sync barrier and the gate by polling the stop event), so stopping the driver
 ends the loop within one timeout. A failed request is counted and treated by orchestrator/failures.py:
 a transient one (a replica restarting or catching up, a timeout) is retried with a new request after a

@@ -4,7 +4,7 @@ Invariant: a new rollout request is issued only while fewer than `max(1, max_sta
 trajectories wait undelivered in the job's stream. Generation therefore runs at most `max_staleness`
 learner batches ahead of training, and replicas wait (and count as idle) instead of producing
 trajectories the queue's staleness bound would drop. Requests already in flight may overshoot the bound
-by at most one request per replica; the queue still drops (and counts) anything staler than the bound.
+by at most the requests in flight per replica (one; two for T-PPO windows); the queue still drops (and counts) anything staler than the bound.
 """
 
 from __future__ import annotations

@@ -150,7 +150,10 @@ class RolloutReplica:
                 version=self.engine.version,
                 apply=lambda named, v: self.engine.load_weights(named, v, self.cfg.update_mode),
             ).start()
-        self._windows: dict[str, tuple[asyncio.Lock, object]] = {}
+        self._windows: dict[str, object] = {}  # T-PPO rollouts by task, each with its active sequences
+        # one window step at a time on this replica, whatever its task: a sequence is never in two steps,
+        # a pipelined second call waits here, and busy_s never counts two overlapping steps
+        self._step_lock = asyncio.Lock()
         self.scorer = None  # judge rewards for games that need them (connects to the judge on first use)
         if self.cfg.judge_app:
             from rollout.judging import JudgeScorer
@@ -298,26 +301,23 @@ class RolloutReplica:
             sort_keys=True,
         )
         if key not in self._windows:
-            self._windows[key] = (
-                asyncio.Lock(),
-                WindowedRollout(
-                    self.engine,
-                    self._env_factory(req.env, req.data, req.options),
-                    self.cfg.job_id or "adhoc",
-                    req.env,
-                    req.batch_size,
-                    req.group_size,
-                    req.window,
-                    req.max_response_tokens,
-                    req.sampling,
-                    first_seed=req.first_seed,
-                    scorer=self.scorer,
-                    lengths=req.lengths,
-                ),
+            self._windows[key] = WindowedRollout(
+                self.engine,
+                self._env_factory(req.env, req.data, req.options),
+                self.cfg.job_id or "adhoc",
+                req.env,
+                req.batch_size,
+                req.group_size,
+                req.window,
+                req.max_response_tokens,
+                req.sampling,
+                first_seed=req.first_seed,
+                scorer=self.scorer,
+                lengths=req.lengths,
             )
-        lock, rollout = self._windows[key]
+        rollout = self._windows[key]
         await self._synced()
-        async with lock:  # one step at a time per rollout: a sequence must not be in two steps
+        async with self._step_lock:
             t0 = time.perf_counter()
             segments = await asyncio.to_thread(rollout.step)
             busy = time.perf_counter() - t0
