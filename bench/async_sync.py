@@ -129,6 +129,11 @@ def run_job(stack, mode: str, steps: int) -> dict:
         "learner_idle": wait / wall,
         "rollout_idle": roll.get("idle_ratio"),  # the whole job (start-up included): simulate_fit's input
         "rollout_idle_steady": roll.get("steady_idle_ratio"),  # from the learner's first step: P7
+        # mean seconds per rollout call by phase over the steady window (orchestrator/stats.py)
+        "rollout_account": {
+            k[5:-2]: v for k, v in roll.items() if k.startswith("call_") and k.endswith("_s")
+        },
+        "rollout_calls": roll.get("steady_calls"),
         "final_reward": statistics.mean(r for _, r in rewards[-5:]) if rewards else None,
     }
 
@@ -193,6 +198,7 @@ def _entries(pairs: list[dict]) -> list[Entry]:
         "time_to_reward_ratio": [s / a for a, s in both] or None,
         "traj_per_s": {m: [p[m]["traj_per_s"] for p in pairs] for m in MODES},
         "time_account_s_per_step": {m: [p[m]["time_account"] for p in pairs] for m in MODES},
+        "rollout_account_s_per_call": {m: [p[m].get("rollout_account") for p in pairs] for m in MODES},
         "idle": {
             m: {
                 "learner": [p[m]["learner_idle"] for p in pairs],

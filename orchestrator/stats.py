@@ -2,7 +2,8 @@
 CLI, Grafana and bench/ for P1/P7). Every result type reports the same `counts()`, so the statistics
 do not depend on the schedule that produced them. `idle_ratio` spans the driver's whole life (deployment
 and the learner's start-up included); `steady_idle_ratio` counts from the moment the learner's first
-step landed (`steady()`), the window bench/ measures P1 and P7 over. Failed calls are split into rejected ones (a
+step landed (`steady()`), the window bench/ measures P1 and P7 over; `call_<phase>_s` is the mean seconds per call
+by phase on the replica over that window (sync_wait, queued, generate, score, segments or episodes, put). Failed calls are split into rejected ones (a
 deterministic 4xx) and retried ones (transient: 5xx, timeouts, replicas restarting); see failures.py."""
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ class RolloutStats:
         self.rewards: list[float] = []
         self.steady_t0: float | None = None  # when the learner's first step was seen
         self.steady_busy = 0.0
+        self.account: dict[str, float] = {}  # summed seconds by phase of the steady window's calls
+        self.steady_calls = 0
 
     def steady(self) -> None:
         """The learner has made its first step: the steady window starts now (idempotent)."""
@@ -34,6 +37,9 @@ class RolloutStats:
         self.busy[res.replica] = self.busy.get(res.replica, 0.0) + res.busy_s
         if self.steady_t0 is not None:  # a call that straddles the start counts its part after it
             self.steady_busy += min(res.busy_s, time.monotonic() - self.steady_t0)
+            self.steady_calls += 1
+            for phase, sec in res.account.items():
+                self.account[phase] = self.account.get(phase, 0.0) + sec
         c = res.counts()
         self.trajectories += c.trajectories
         self.finished += c.finished
@@ -60,6 +66,11 @@ class RolloutStats:
                 "steady_idle_ratio": round(
                     max(0.0, 1.0 - self.steady_busy / max(s_wall * self.replicas, 1e-9)), 4
                 ),
+                "steady_calls": self.steady_calls,
+                **{
+                    f"call_{k}_s": round(v / max(self.steady_calls, 1), 4)
+                    for k, v in sorted(self.account.items())
+                },
             }
         return {
             "trajectories": self.trajectories,

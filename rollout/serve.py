@@ -228,6 +228,7 @@ class RolloutReplica:
         if req.enqueue and self.queue is None:
             raise HTTPException(409, "this replica belongs to no job: enqueue needs job_id and redis_url")
         make = self._env_factory(req.env, req.data, req.options)
+        t_in = time.perf_counter()
         await self._synced()
         runner = EpisodeRunner(
             self.engine,
@@ -242,6 +243,7 @@ class RolloutReplica:
         t0 = time.perf_counter()
         eps, trajs = await asyncio.to_thread(runner.run_group, req.seed, req.group_size)
         busy = time.perf_counter() - t0
+        account = {"sync_wait": t0 - t_in, "episodes": busy}  # episodes: engine, game and judge
         rollout_metrics.observe_generation(
             self.cfg.job_id or "adhoc",
             self.replica_id,
@@ -252,7 +254,9 @@ class RolloutReplica:
             self.engine.version,
         )
         rollout_metrics.EPISODES.labels(self.cfg.job_id or "adhoc", self.replica_id, req.env).inc(len(eps))
+        t_put = time.perf_counter()
         ids = await asyncio.to_thread(self.queue.put_many, trajs) if req.enqueue else []
+        account["put"] = time.perf_counter() - t_put
         summaries = [
             TrajectorySummary(
                 id=t.id,
@@ -269,6 +273,7 @@ class RolloutReplica:
             trajectories=summaries,
             enqueued=[i for i in ids if i],
             busy_s=busy,
+            account=account,
             replica=self.replica_id,
         )
 
@@ -316,12 +321,15 @@ class RolloutReplica:
                 lengths=req.lengths,
             )
         rollout = self._windows[key]
+        t_in = time.perf_counter()
         await self._synced()
+        t_synced = time.perf_counter()
         async with self._step_lock:
             t0 = time.perf_counter()
             segments = await asyncio.to_thread(rollout.step)
             busy = time.perf_counter() - t0
             rewards = list(rollout.last_rewards)
+            account = dict(rollout.last_account, sync_wait=t_synced - t_in, queued=t0 - t_synced)
         tokens = int(sum(int(t.loss_mask.sum()) for t in segments))
         rollout_metrics.observe_generation(
             self.cfg.job_id or "adhoc",
@@ -332,7 +340,9 @@ class RolloutReplica:
             busy,
             self.engine.version,
         )
+        t_put = time.perf_counter()
         ids = await asyncio.to_thread(self.queue.put_many, segments) if req.enqueue else []
+        account["put"] = time.perf_counter() - t_put
         return WindowStepResult(
             segments=len(segments),
             finished=sum(t.finished for t in segments),
@@ -340,6 +350,7 @@ class RolloutReplica:
             rewards=rewards,
             enqueued=len([i for i in ids if i]),
             busy_s=busy,
+            account=account,
             replica=self.replica_id,
             version=self.engine.version,
         )

@@ -19,6 +19,7 @@ batched call per step.
 from __future__ import annotations
 
 import itertools
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -76,6 +77,7 @@ class WindowedRollout:
         self.active: list[_Seq] = []
         self.finished = 0
         self.last_rewards: list[float] = []  # rewards of the sequences finished by the latest step
+        self.last_account: dict[str, float] = {}  # the latest step's seconds: generate, score, segments
 
     def _refill(self) -> None:
         while len(self.active) < self.batch_size:
@@ -92,6 +94,7 @@ class WindowedRollout:
 
     def step(self) -> list[Trajectory]:
         """One T-PPO step: ≤ window tokens for every active sequence; returns this step's segments."""
+        t0 = time.perf_counter()
         self._refill()
         reqs = [
             GenRequest(
@@ -109,6 +112,7 @@ class WindowedRollout:
             for s in self.active
         ]
         outs = self.engine.generate(reqs)
+        t_gen = time.perf_counter()
         starts, ended = [], {}  # ended: index in the batch -> finish reason
         for i, (s, out) in enumerate(zip(self.active, outs)):
             starts.append(len(s.tokens))
@@ -121,6 +125,7 @@ class WindowedRollout:
         self.engine.release([self.active[i].episode_id for i in ended])
         rewards = self._score([self.active[i] for i in ended])
         reward_of = dict(zip(ended, rewards))
+        t_score = time.perf_counter()
         segments, still = [], []
         for i, s in enumerate(self.active):
             segments.append(
@@ -133,6 +138,11 @@ class WindowedRollout:
             s.segment += 1
         self.active = still
         self.last_rewards = rewards
+        self.last_account = {
+            "generate": t_gen - t0,  # refill (reset + chat template) and the engine's window
+            "score": t_score - t_gen,  # the game's reward and the judge's, for the finished sequences
+            "segments": time.perf_counter() - t_score,
+        }
         return segments
 
     def _score(self, done: list[_Seq]) -> list[float]:

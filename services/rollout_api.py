@@ -218,6 +218,11 @@ class EpisodeResult(BaseModel):
     trajectories: list[TrajectorySummary]
     enqueued: list[str] = Field(default_factory=list, description="Stream ids of the enqueued trajectories.")
     busy_s: float = Field(ge=0, description="Engine time of this call.")
+    account: dict[str, float] = Field(
+        default_factory=dict,
+        description="This call's seconds by phase on the replica: sync_wait (for the learner's weights), "
+        "queued (behind the replica's previous window step), generate, score, segments or episodes, put.",
+    )
     replica: str
 
     def counts(self) -> RolloutCounts:
@@ -233,6 +238,11 @@ class WindowStepResult(BaseModel):
     rewards: list[float] = Field(description="Rewards of the sequences that finished.")
     enqueued: int = Field(ge=0)
     busy_s: float = Field(ge=0)
+    account: dict[str, float] = Field(
+        default_factory=dict,
+        description="This call's seconds by phase on the replica: sync_wait (for the learner's weights), "
+        "queued (behind the replica's previous window step), generate, score, segments or episodes, put.",
+    )
     replica: str
     version: int = Field(description="The replica's policy version at the end of the window.")
 

@@ -196,6 +196,37 @@ def test_steady_idle_counts_from_the_learners_first_step_only(monkeypatch):
     assert snap["idle_ratio"] == pytest.approx(1 - 11.0 / 70.0, abs=1e-4)  # whole life
 
 
+def test_the_call_account_is_the_mean_per_steady_call_by_phase():
+    st = RolloutStats(replicas=1)
+    res = lambda gen, put: WindowStepResult(  # noqa: E731
+        segments=1,
+        finished=0,
+        tokens=1,
+        rewards=[],
+        enqueued=1,
+        busy_s=gen,
+        replica="r",
+        version=0,
+        account={"generate": gen, "put": put},
+    )
+    st.add(res(9.0, 9.0))  # before the learner's first step: not in the account
+    assert "call_generate_s" not in st.snapshot()
+    st.steady()
+    st.add(res(0.2, 0.01))
+    st.add(res(0.4, 0.03))
+    snap = st.snapshot()
+    assert snap["steady_calls"] == 2
+    assert snap["call_generate_s"] == pytest.approx(0.3) and snap["call_put_s"] == pytest.approx(0.02)
+
+
+def test_tppo_windows_keep_two_calls_in_flight_per_replica():
+    from orchestrator.tppo import PIPELINE
+
+    s = TppoWindows(spec())  # two replicas
+    assert PIPELINE == 2 and s.capacity(0) == 4 and s.capacity(3) == 1 and s.capacity(4) == 0
+    assert AsyncEpisodes(spec(algorithm="grpo")).capacity(0) == 2  # whole episodes: one per replica
+
+
 def run_loop(s: JobSpec, client, queue, seconds: float) -> RolloutStats:
     stop = threading.Event()
     threading.Timer(seconds, stop.set).start()
@@ -218,7 +249,7 @@ def test_loop_counts_results_and_survives_failed_calls():
     collected = st.trajectories // 2  # each good result holds one group of 2
     assert st.failures >= 1 and collected >= 2
     in_flight_at_stop = len(client.requests) - st.failures - collected
-    assert 0 <= in_flight_at_stop <= 2  # at most one per replica
+    assert 0 <= in_flight_at_stop <= 2  # at most one per replica (episodes)
 
 
 def test_loop_respects_the_staleness_gate():
