@@ -49,7 +49,7 @@ SPEC = {
     # window ~L_max/3, the T-PPO paper's ratio (8k windows, 24k max): the median sequence fits one window and
     # the long tail takes up to three (window 32 = L_max/8 re-encodes the 207-token prompt ~2.3x per
     # finished sequence in the learner: P1 0.80x at 32, 1.14x at 85 in one run on 2026-12-03)
-    "asynchrony": {"mode": "async", "window_tokens": 85, "max_staleness": 2},
+    "asynchrony": {"mode": "async", "window_tokens": 85, "max_staleness": 2, "kv_cache_on_update": "keep"},
     "learner": {
         "cpus_per_worker": 0.9,
         "batch_size": 16,

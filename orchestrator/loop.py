@@ -59,8 +59,12 @@ def run(
             try:
                 stats.add(inflight.popleft().result(timeout_s=REQUEST_TIMEOUT_S))
                 failures.ok()
-                if stats.steady_t0 is None and queue.learner_version() >= 1:
-                    stats.steady()  # one GET per result until the learner's first step
+                if stats.steady_t1 is None:  # one GET per result until the learner's last step
+                    version = queue.learner_version()
+                    if version >= 1:
+                        stats.steady()
+                    if version >= spec.learner.steps:
+                        stats.end_steady()
             except RolloutCallError as e:
                 if not stop.is_set():  # while stopping, the replicas are being torn down
                     stats.failed(rejected=deterministic(e))

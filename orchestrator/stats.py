@@ -2,9 +2,11 @@
 CLI, Grafana and bench/ for P1/P7). Every result type reports the same `counts()`, so the statistics
 do not depend on the schedule that produced them. `idle_ratio` spans the driver's whole life (deployment
 and the learner's start-up included); `steady_idle_ratio` counts from the moment the learner's first
-step landed (`steady()`), the window bench/ measures P1 and P7 over; `call_<phase>_s` is the mean seconds per call
-by phase on the replica over that window (sync_wait, queued, generate, score, segments or episodes, put). Failed calls are split into rejected ones (a
-deterministic 4xx) and retried ones (transient: 5xx, timeouts, replicas restarting); see failures.py."""
+step landed (`steady()`) to the first result after its last one (`end_steady()`: from then on the gate
+rightly holds the replicas back until the job is torn down), the window bench/ measures P1 and P7 over;
+`call_<phase>_s` is the mean seconds per call by phase on the replica over that window (sync_wait, queued,
+generate, score, segments or episodes, put). Failed calls are split into rejected ones (a deterministic
+4xx) and retried ones (transient: 5xx, timeouts, replicas restarting); see failures.py."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ class RolloutStats:
         self.trajectories = self.finished = self.tokens = self.failures = self.rejected = 0
         self.rewards: list[float] = []
         self.steady_t0: float | None = None  # when the learner's first step was seen
+        self.steady_t1: float | None = None  # when its last step was seen (the job's training is over)
         self.steady_busy = 0.0
         self.account: dict[str, float] = {}  # summed seconds by phase of the steady window's calls
         self.steady_calls = 0
@@ -33,19 +36,29 @@ class RolloutStats:
         if self.steady_t0 is None:
             self.steady_t0 = time.monotonic()
 
+    def end_steady(self) -> None:
+        """The learner has made its last step: the steady window ends now (idempotent; after steady())."""
+        if self.steady_t0 is not None and self.steady_t1 is None:
+            self.steady_t1 = time.monotonic()
+
     def add(self, res: RolloutResult) -> None:
         self.busy[res.replica] = self.busy.get(res.replica, 0.0) + res.busy_s
-        if self.steady_t0 is not None:  # a call that straddles the start counts its part after it
-            self.steady_busy += min(res.busy_s, time.monotonic() - self.steady_t0)
-            self.steady_calls += 1
-            for phase, sec in res.account.items():
-                self.account[phase] = self.account.get(phase, 0.0) + sec
         c = res.counts()
         self.trajectories += c.trajectories
         self.finished += c.finished
         self.tokens += c.tokens
         self.rewards += c.rewards
         del self.rewards[:-256]  # only the recent ones are reported
+        if self.steady_t0 is None:
+            return
+        now = time.monotonic()
+        end = now if self.steady_t1 is None else self.steady_t1
+        # the part of the call's engine time inside the window (a call may straddle either end)
+        self.steady_busy += max(0.0, min(now, end) - max(now - res.busy_s, self.steady_t0))
+        if now <= end:
+            self.steady_calls += 1
+            for phase, sec in res.account.items():
+                self.account[phase] = self.account.get(phase, 0.0) + sec
 
     def failed(self, rejected: bool = False) -> None:
         """A failed request: `rejected` (a deterministic 4xx) or transient (retried)."""
@@ -59,7 +72,7 @@ class RolloutStats:
         recent = self.rewards[-64:]
         steady = {}
         if self.steady_t0 is not None:
-            s_wall = now - self.steady_t0
+            s_wall = (now if self.steady_t1 is None else self.steady_t1) - self.steady_t0
             steady = {
                 "steady_wall_s": round(s_wall, 3),
                 "steady_busy_s": round(self.steady_busy, 3),

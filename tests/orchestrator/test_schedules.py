@@ -194,6 +194,11 @@ def test_steady_idle_counts_from_the_learners_first_step_only(monkeypatch):
     assert snap["steady_wall_s"] == 10.0 and snap["steady_busy_s"] == 9.0
     assert snap["steady_idle_ratio"] == pytest.approx(0.1)
     assert snap["idle_ratio"] == pytest.approx(1 - 11.0 / 70.0, abs=1e-4)  # whole life
+    st.end_steady()  # the learner's last step: the window closes
+    now[0] = 175.0
+    st.add(episode_result(1, reward=0.0, busy_s=5.0))  # after the end: outside the window
+    snap = st.snapshot()
+    assert snap["steady_wall_s"] == 10.0 and snap["steady_busy_s"] == 9.0 and snap["steady_calls"] == 2
 
 
 def test_the_call_account_is_the_mean_per_steady_call_by_phase():
