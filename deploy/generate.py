@@ -195,6 +195,8 @@ JOB_DETAIL = [
                                      (_q(0.95, "payoff_learner_step_seconds", "", J1), "p95")], "s"),
     ("Learner time account (seconds per second, by phase)",
      [(f"sum by (phase) (rate(payoff_learner_phase_seconds_total{{{J1}}}[{RI}]))", "{{phase}}")], "s"),
+    ("Rollout call account (seconds per second, by phase)",
+     [(f"sum by (phase) (rate(payoff_rollout_call_phase_seconds_total{{{J1}}}[{RI}]))", "{{phase}}")], "s"),
     ("Weight push sub-phases (seconds per second; they overlap)",
      [(f"sum by (phase) (rate(payoff_learner_push_phase_seconds_total{{{J1}}}[{RI}]))", "{{phase}}")], "s"),
     ("Learner samples/s, steps/s", [(f"sum(rate(payoff_learner_samples_total{{{J1}}}[{RI}]))", "samples/s"),

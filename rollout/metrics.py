@@ -33,6 +33,12 @@ BATCH_SIZE = Histogram(
     registry=REGISTRY,
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )
+CALL_PHASE_SECONDS = Counter(
+    "payoff_rollout_call_phase_seconds_total",
+    "Seconds of the replica's job calls by phase (sync_wait, queued, generate, score, segments, episodes, put)",
+    ["job", "replica", "phase"],
+    registry=REGISTRY,
+)
 EPISODES = Counter(
     "payoff_rollout_episodes_total", "Game episodes played", ["job", "replica", "env"], registry=REGISTRY
 )
@@ -62,6 +68,15 @@ def observe_batch(job: str, replica: str, outs, prompt_tokens: int, seconds: flo
     observe_generation(
         job, replica, len(outs), sum(len(o.token_ids) for o in outs), prompt_tokens, seconds, version
     )
+
+
+def observe_call(job: str, replica: str, account: dict[str, float]) -> None:
+    """One job call's time account (services/rollout_api: `account` of its result)."""
+    try:
+        for phase, seconds in account.items():
+            CALL_PHASE_SECONDS.labels(job, replica, phase).inc(max(0.0, seconds))
+    except Exception:  # pragma: no cover - defensive
+        pass
 
 
 def observe_generation(

@@ -257,6 +257,7 @@ class RolloutReplica:
         t_put = time.perf_counter()
         ids = await asyncio.to_thread(self.queue.put_many, trajs) if req.enqueue else []
         account["put"] = time.perf_counter() - t_put
+        rollout_metrics.observe_call(self.cfg.job_id or "adhoc", self.replica_id, account)
         summaries = [
             TrajectorySummary(
                 id=t.id,
@@ -343,6 +344,7 @@ class RolloutReplica:
         t_put = time.perf_counter()
         ids = await asyncio.to_thread(self.queue.put_many, segments) if req.enqueue else []
         account["put"] = time.perf_counter() - t_put
+        rollout_metrics.observe_call(self.cfg.job_id or "adhoc", self.replica_id, account)
         return WindowStepResult(
             segments=len(segments),
             finished=sum(t.finished for t in segments),

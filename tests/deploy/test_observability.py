@@ -125,6 +125,7 @@ def test_job_detail_dashboard():
         },
         "loss terms and KL": {"payoff_learner_loss"},
         "learner time account by phase": {"payoff_learner_phase_seconds_total"},
+        "rollout call account by phase": {"payoff_rollout_call_phase_seconds_total"},
         "policy version per replica vs learner": {
             "payoff_rollout_policy_version",
             "payoff_learner_policy_version",

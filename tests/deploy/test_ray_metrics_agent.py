@@ -86,6 +86,7 @@ def test_actor_metrics_reach_the_agent_and_prometheus(ray_session, tmp_path):
         )
         outs = [GenOutput(token_ids=[1, 2, 3], logprobs=[-0.1] * 3, versions=[6] * 3, finish_reason="stop")]
         rm.observe_batch(job, "replica-a", outs, prompt_tokens=5, seconds=0.5, version=6)
+        rm.observe_call(job, "replica-a", {"generate": 0.4, "put": 0.01})
         sm.QUEUE_DEPTH.labels(job).set(12)
         sm.QUEUE_PENDING.labels(job).set(4)
         sm.QUEUE_LAG.labels(job).set(8)
