@@ -39,7 +39,7 @@ def test_grpo_learns_the_welfare_maximising_action(
         checkpoint_every=10,
         checkpoint_dir=str(tmp_path / "ckpt"),
         weight_sync=sync,
-        queue=QueueConfig(max_len=64, max_staleness=4),
+        queue=QueueConfig(max_len=32, max_staleness=4),  # the producer runs <= 2 batches ahead
         get_timeout_s=60,
     )
     learner = Learner(cfg)
@@ -55,7 +55,11 @@ def test_grpo_learns_the_welfare_maximising_action(
     after = best_action_prob(learner.base, learner.tokenizer)
     first, last = history[:5], history[-5:]
     mean = lambda rows: sum(r["reward_mean"] for r in rows) / len(rows)  # noqa: E731
-    print(f"P(best) {before:.3f} -> {after:.3f}; reward {mean(first):.3f} -> {mean(last):.3f}")
+    lag = sum(r["staleness"] for r in history) / len(history)
+    print(
+        f"P(best) {before:.3f} -> {after:.3f}; reward {mean(first):.3f} -> {mean(last):.3f}; "
+        f"mean staleness {lag:.2f}; groups produced {producer.groups}"
+    )
     assert after > before + 0.3 and after > 0.7
     assert mean(last) > mean(first) + 0.1
     assert engine.version == learner.version == 30  # the rollout side runs the pushed weights

@@ -175,15 +175,17 @@ def test_logprobs_after_an_update_mid_decode_are_the_sampling_distribution(
     prompts = _prompts(engine, 2)
     old = {n: t.detach().cpu().clone() for n, t in engine.model.state_dict().items()}
     new = _perturbed(engine, 4)
-    sample, calls = engine._sample, []
+    import rollout.hf_engine as hf
 
-    def sample_then_update(*args):  # the update lands after the 3rd token of both rows
+    sample, calls = hf.sample, []
+
+    def sample_then_update(*args):  # one call per decode step: the update lands after the 3rd token
         calls.append(1)
-        if len(calls) == 6:
+        if len(calls) == 3:
             engine._pending = (new, 1)
         return sample(*args)
 
-    monkeypatch.setattr(engine, "_sample", sample_then_update)
+    monkeypatch.setattr(hf, "sample", sample_then_update)
     params = GREEDY.model_copy(update={"max_tokens": 7})
     outs = engine.generate([GenRequest(prompt_ids=p, params=params) for p in prompts])
     for p, o in zip(prompts, outs):
