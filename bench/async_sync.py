@@ -13,7 +13,7 @@ P1-episodes  the same job async with one window as long as L_max (every call pla
 P7  idle ratios during the async run, from its first learner step: learner (share of wall time spent waiting
     for a batch) and rollout replica (share of wall time its engine was not generating); goal < 10 % each.
 
-    python -m bench.async_sync [--runs 3] [--steps 30] [--json out.json]
+    python -m bench.async_sync [--runs 3] [--steps 40] [--json out.json]
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def run_job(stack, mode: str, steps: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench.async_sync", description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=3, help="pairs of (async, sync) jobs")
-    p.add_argument("--steps", type=int, default=20, help="learner steps per job")
+    p.add_argument("--steps", type=int, default=40, help="learner steps per job")
     p.add_argument("--json", help="write the result entries here")
     args = p.parse_args(argv)
 
