@@ -63,6 +63,26 @@ def ready(c: httpx.Client, proc: subprocess.Popen, log: Path, timeout_s: float =
     raise AssertionError(f"payoff serve not ready in {timeout_s} s: {log.read_text()[-3000:]}")
 
 
+def started(c: httpx.Client, data_dir: Path, port: int, log: Path, tries: int = 3) -> subprocess.Popen:
+    """`payoff serve` up and ready. Its Serve port is picked free just before the start, and another
+    process (here: the killed stack's Ray, still exiting) may bind it first: that start fails with
+    Serve's "Failed to bind" and is tried again on a fresh port, at most `tries` times."""
+    for attempt in range(tries):
+        mark = log.stat().st_size if log.exists() else 0
+        proc = serve(data_dir, port, log)
+        try:
+            ready(c, proc, log)
+            return proc
+        except AssertionError:
+            raced = "Failed to bind to address" in log.read_bytes()[mark:].decode(errors="replace")
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+            if not raced or attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def left_in_group(pgid: int) -> list[str]:
     """Processes still in the killed `payoff serve`'s process group (its local Ray head and workers)."""
     out = subprocess.run(["ps", "-eo", "pgid=,pid=,comm="], capture_output=True, text=True).stdout
@@ -93,8 +113,7 @@ def test_payoff_serve_killed_and_restarted_fails_the_orphaned_job_with_its_reaso
             time.sleep(0.1)
         redis_gone_s = time.monotonic() - t0
 
-        second = serve(data, port, log)
-        ready(c, second, log)
+        second = started(c, data, port, log)
         t1 = time.monotonic()
         orphan = wait_for(c, jid, lambda j: j["state"] in ENDED, timeout_s=120)
         failed_s = time.monotonic() - t1
